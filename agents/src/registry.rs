@@ -1,0 +1,84 @@
+//! The agent-kind registry: the one place a new GL-0xx kind is plugged in.
+//!
+//! The mesh moves requests and results as JSON bytes and looks the kind up here, so the
+//! scheduler, the ledger and the actors never name a concrete calculation type.
+
+use crate::calc::{self, CalcError, Calculation};
+
+/// A registered agent kind with type-erased entry points over JSON.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentKind {
+    /// Canonical id, e.g. `GL-009`.
+    pub id: &'static str,
+    /// Operator-facing name, e.g. `ThermalEfficiency`.
+    pub name: &'static str,
+    /// Parses and validates a JSON request without computing.
+    pub validate_json: fn(&[u8]) -> Result<(), CalcError>,
+    /// Parses, validates and computes; returns the JSON result.
+    pub run_json: fn(&[u8]) -> Result<Vec<u8>, CalcError>,
+}
+
+fn parse<C: Calculation>(bytes: &[u8]) -> Result<C::Request, CalcError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| CalcError::invalid("payload", format!("not a valid {} request: {e}", C::KIND)))
+}
+
+fn validate_json<C: Calculation>(bytes: &[u8]) -> Result<(), CalcError> {
+    C::validate(&parse::<C>(bytes)?)
+}
+
+fn run_json<C: Calculation>(bytes: &[u8]) -> Result<Vec<u8>, CalcError> {
+    let out = C::run(&parse::<C>(bytes)?)?;
+    serde_json::to_vec(&out)
+        .map_err(|e| CalcError::invalid("result", format!("cannot be encoded: {e}")))
+}
+
+const fn kind<C: Calculation>(name: &'static str) -> AgentKind {
+    AgentKind {
+        id: C::KIND,
+        name,
+        validate_json: validate_json::<C>,
+        run_json: run_json::<C>,
+    }
+}
+
+/// Every agent kind this build serves.
+pub static KINDS: &[AgentKind] = &[kind::<calc::gl009_thermal::HeatBalance>(
+    "ThermalEfficiency",
+)];
+
+/// Normalises `gl-009`, `GL009`, `gl_009` to the canonical `GL-009`.
+pub fn canonical_id(id: &str) -> String {
+    let digits: String = id.chars().filter(|c| c.is_ascii_digit()).collect();
+    let letters: String = id.chars().filter(|c| c.is_ascii_alphabetic()).collect();
+    format!("{}-{}", letters.to_ascii_uppercase(), digits)
+}
+
+/// Looks a kind up by any spelling of its id.
+pub fn lookup(id: &str) -> Option<&'static AgentKind> {
+    let id = canonical_id(id);
+    KINDS.iter().find(|k| k.id == id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_accepts_spellings() {
+        for s in ["GL-009", "gl-009", "gl009", "Gl_009"] {
+            assert_eq!(lookup(s).map(|k| k.id), Some("GL-009"), "{s}");
+        }
+        assert!(lookup("GL-999").is_none());
+    }
+
+    #[test]
+    fn run_json_round_trip() {
+        let k = lookup("GL-009").unwrap();
+        let req = br#"{"inputs":[{"name":"fuel","energy_kwh":1000}],"outputs":[{"name":"steam","energy_kwh":850}]}"#;
+        let out: serde_json::Value = serde_json::from_slice(&(k.run_json)(req).unwrap()).unwrap();
+        assert_eq!(out["efficiency_pct"], 85.0);
+        let err = (k.validate_json)(br#"{"inputs":[]}"#).unwrap_err();
+        assert_eq!(err.field(), Some("inputs"));
+    }
+}
