@@ -3,6 +3,7 @@
 //! The mesh moves requests and results as JSON bytes and looks the kind up here, so the
 //! scheduler, the ledger and the actors never name a concrete calculation type.
 
+use crate::PlantSpec;
 use crate::calc::{self, CalcError, Calculation};
 
 /// A registered agent kind with type-erased entry points over JSON.
@@ -16,6 +17,20 @@ pub struct AgentKind {
     pub validate_json: fn(&[u8]) -> Result<(), CalcError>,
     /// Parses, validates and computes; returns the JSON result.
     pub run_json: fn(&[u8]) -> Result<Vec<u8>, CalcError>,
+    /// Fills request fields the plant configures (e.g. GL-009's closure threshold) when the
+    /// request leaves them unset, so the stored request says exactly what was computed.
+    pub plant_defaults: fn(&mut serde_json::Value, &PlantSpec),
+}
+
+fn no_plant_defaults(_: &mut serde_json::Value, _: &PlantSpec) {}
+
+fn gl009_plant_defaults(req: &mut serde_json::Value, plant: &PlantSpec) {
+    if let Some(obj) = req.as_object_mut() {
+        let t = obj.entry("closure_threshold_pct").or_insert(serde_json::Value::Null);
+        if t.is_null() {
+            *t = serde_json::json!(plant.balance_threshold_pct);
+        }
+    }
 }
 
 fn parse<C: Calculation>(bytes: &[u8]) -> Result<C::Request, CalcError> {
@@ -39,13 +54,17 @@ const fn kind<C: Calculation>(name: &'static str) -> AgentKind {
         name,
         validate_json: validate_json::<C>,
         run_json: run_json::<C>,
+        plant_defaults: no_plant_defaults,
     }
 }
 
 /// Every agent kind this build serves.
-pub static KINDS: &[AgentKind] = &[kind::<calc::gl009_thermal::HeatBalance>(
-    "ThermalEfficiency",
-)];
+pub static KINDS: &[AgentKind] = &[
+    AgentKind {
+        plant_defaults: gl009_plant_defaults,
+        ..kind::<calc::gl009_thermal::HeatBalance>("ThermalEfficiency")
+    },
+];
 
 /// Normalises `gl-009`, `GL009`, `gl_009` to the canonical `GL-009`.
 pub fn canonical_id(id: &str) -> String {

@@ -1,0 +1,402 @@
+//! gRPC services: TaskService and MeshService. Validation happens here, before anything
+//! reaches the master actor or the ledger.
+
+pub mod convert;
+
+use crate::config::Config;
+use crate::ledger::Ledger;
+use crate::scheduler::{ApiError, MasterMsg, NewTask};
+use crate::task::Status;
+use convert::*;
+use futures::Stream;
+use heatmesh_agents::fault::Fault;
+use heatmesh_agents::registry;
+use heatmesh_proto::v1 as pb;
+use pb::mesh_service_server::MeshService;
+use pb::task_service_server::TaskService;
+use ractor::{ActorRef, RpcReplyPort};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+use tonic::{Request, Response, Status as GrpcStatus};
+
+/// Longest deadline a task may ask for.
+const MAX_DEADLINE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Most records one ListTasks page may scan, so a sparse filter cannot stall the server.
+const MAX_SCAN: usize = 200_000;
+
+/// What the services need: the master actor, the ledger for reads, the configuration.
+#[derive(Clone)]
+pub struct Api {
+    /// The master actor.
+    pub master: ActorRef<MasterMsg>,
+    /// Read side of the ledger.
+    pub ledger: Ledger,
+    /// Validated configuration.
+    pub config: Arc<Config>,
+}
+
+impl From<ApiError> for GrpcStatus {
+    fn from(e: ApiError) -> Self {
+        match e {
+            ApiError::NotFound(m) => GrpcStatus::not_found(m),
+            ApiError::FailedPrecondition(m) => GrpcStatus::failed_precondition(m),
+            ApiError::Ledger(e) => GrpcStatus::unavailable(e.to_string()),
+        }
+    }
+}
+
+impl Api {
+    async fn call<T: Send + 'static>(
+        &self,
+        msg: impl FnOnce(RpcReplyPort<T>) -> MasterMsg,
+    ) -> Result<T, GrpcStatus> {
+        ractor::call!(self.master, msg).map_err(|e| GrpcStatus::unavailable(format!("master: {e}")))
+    }
+
+    async fn current(&self, id: u64) -> Result<Option<crate::task::TaskRecord>, GrpcStatus> {
+        if let Some(rec) = self.call(|r| MasterMsg::Active(id, r)).await? {
+            return Ok(Some(rec));
+        }
+        self.ledger.get(id).map_err(|e| GrpcStatus::unavailable(e.to_string()))
+    }
+
+    /// Validates a submit request and turns it into a [`NewTask`].
+    pub fn validate_submit(&self, req: pb::SubmitTaskRequest) -> Result<NewTask, GrpcStatus> {
+        let limits = &self.config.limits;
+        if req.plant_id.trim().is_empty() {
+            return Err(GrpcStatus::invalid_argument("plant_id: required"));
+        }
+        let plant = self.config.plants.iter().find(|p| p.id == req.plant_id).ok_or_else(|| {
+            let known: Vec<&str> = self.config.plants.iter().map(|p| p.id.as_str()).collect();
+            GrpcStatus::not_found(format!(
+                "plant_id: no plant {:?} in the fleet; known: {}",
+                req.plant_id,
+                known.join(", ")
+            ))
+        })?;
+        if let Some(p) = &req.payload {
+            let size = prost::Message::encoded_len(p);
+            if size > limits.max_payload_bytes {
+                return Err(GrpcStatus::invalid_argument(format!(
+                    "payload: encoded size {size} bytes exceeds the limit of {} bytes",
+                    limits.max_payload_bytes
+                )));
+            }
+        }
+        let priority = priority_from_proto(req.priority)?;
+        if req.idempotency_key.len() > limits.max_idempotency_key_bytes {
+            return Err(GrpcStatus::invalid_argument(format!(
+                "idempotency_key: {} bytes exceeds the limit of {} bytes",
+                req.idempotency_key.len(),
+                limits.max_idempotency_key_bytes
+            )));
+        }
+        let deadline = match req.deadline {
+            None => None,
+            Some(d) => {
+                let d = Duration::try_from(d)
+                    .map_err(|_| GrpcStatus::invalid_argument("deadline: must be a positive duration"))?;
+                if d.is_zero() || d > MAX_DEADLINE {
+                    return Err(GrpcStatus::invalid_argument(format!(
+                        "deadline: must be > 0 and at most {} days, got {d:?}",
+                        MAX_DEADLINE.as_secs() / 86_400
+                    )));
+                }
+                Some(d)
+            }
+        };
+        if req.max_attempts > 100 {
+            return Err(GrpcStatus::invalid_argument(format!(
+                "max_attempts: must be within [1, 100] (0 uses the default {}), got {}",
+                self.config.scheduler.max_attempts, req.max_attempts
+            )));
+        }
+        let decoded = decode_payload(req.payload)?;
+        let kind = registry::lookup(&decoded.kind).ok_or_else(|| {
+            let known: Vec<&str> = registry::KINDS.iter().map(|k| k.id).collect();
+            GrpcStatus::not_found(format!(
+                "payload: unknown agent kind {:?}; known: {}",
+                decoded.kind,
+                known.join(", ")
+            ))
+        })?;
+        if !plant.agents.iter().any(|a| a == kind.id) {
+            return Err(GrpcStatus::not_found(format!(
+                "payload: plant {} runs no {} agent; it runs {}",
+                plant.id,
+                kind.id,
+                plant.agents.join(", ")
+            )));
+        }
+        let mut json: serde_json::Value = serde_json::from_slice(&decoded.json)
+            .map_err(|e| GrpcStatus::invalid_argument(format!("{}: not valid JSON: {e}", decoded.field)))?;
+        (kind.plant_defaults)(&mut json, plant);
+        let payload = json.to_string();
+        (kind.validate_json)(payload.as_bytes()).map_err(|e| {
+            let msg = match e.field() {
+                Some(f) if f == "payload" => format!("{}: {}", decoded.field, e),
+                Some(_) => format!("{}.{e}", decoded.field),
+                None => format!("{}: {e}", decoded.field),
+            };
+            GrpcStatus::invalid_argument(msg)
+        })?;
+        Ok(NewTask {
+            plant_id: plant.id.clone(),
+            agent_kind: kind.id.to_string(),
+            payload,
+            priority,
+            idempotency_key: Some(req.idempotency_key).filter(|k| !k.is_empty()),
+            deadline,
+            max_attempts: Some(req.max_attempts).filter(|&n| n > 0),
+        })
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, GrpcStatus>> + Send>>;
+
+#[tonic::async_trait]
+impl TaskService for Api {
+    async fn submit_task(&self, req: Request<pb::SubmitTaskRequest>) -> Result<Response<pb::SubmitTaskResponse>, GrpcStatus> {
+        let task = self.validate_submit(req.into_inner())?;
+        let s = self.call(|r| MasterMsg::Submit(task, r)).await??;
+        Ok(Response::new(pb::SubmitTaskResponse {
+            task: Some(task_to_proto(&s.task, vec![])),
+            duplicate: s.duplicate,
+        }))
+    }
+
+    async fn get_task(&self, req: Request<pb::GetTaskRequest>) -> Result<Response<pb::Task>, GrpcStatus> {
+        let id = parse_id("id", &req.get_ref().id)?;
+        let rec = self.current(id).await?.ok_or_else(|| GrpcStatus::not_found(format!("task {id} not found")))?;
+        let history = self.ledger.history(id).map_err(|e| GrpcStatus::unavailable(e.to_string()))?;
+        Ok(Response::new(task_to_proto(&rec, history)))
+    }
+
+    type WatchTaskStream = BoxStream<pb::Task>;
+
+    async fn watch_task(&self, req: Request<pb::GetTaskRequest>) -> Result<Response<Self::WatchTaskStream>, GrpcStatus> {
+        let id = parse_id("id", &req.get_ref().id)?;
+        // Subscribe before reading, so no change between the read and the feed is missed.
+        let mut events = self.ledger.subscribe();
+        let first = self.current(id).await?.ok_or_else(|| GrpcStatus::not_found(format!("task {id} not found")))?;
+        let ledger = self.ledger.clone();
+        let stream = async_stream(move |tx| async move {
+            let mut last_seq = first.seq;
+            let done = first.status.is_terminal();
+            if tx.send(Ok(task_to_proto(&first, vec![]))).await.is_err() || done {
+                return;
+            }
+            loop {
+                let rec = match events.recv().await {
+                    Ok(rec) if rec.id == id => (*rec).clone(),
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(_)) => match ledger.get(id) {
+                        Ok(Some(rec)) => rec,
+                        _ => return,
+                    },
+                    Err(RecvError::Closed) => return,
+                };
+                if rec.seq <= last_seq {
+                    continue;
+                }
+                last_seq = rec.seq;
+                let done = rec.status.is_terminal();
+                if tx.send(Ok(task_to_proto(&rec, vec![]))).await.is_err() || done {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(stream))
+    }
+
+    async fn list_tasks(&self, req: Request<pb::ListTasksRequest>) -> Result<Response<pb::ListTasksResponse>, GrpcStatus> {
+        let req = req.into_inner();
+        let statuses: Vec<Status> = req.status.iter().map(|s| status_from_proto(*s)).collect::<Result<_, _>>()?;
+        if req.page_size > 1000 {
+            return Err(GrpcStatus::invalid_argument(format!("page_size: must be at most 1000, got {}", req.page_size)));
+        }
+        let size = if req.page_size == 0 { 100 } else { req.page_size as usize };
+        let before = if req.page_token.is_empty() { None } else { Some(parse_id("page_token", &req.page_token)?) };
+        let kind = if req.agent_kind.is_empty() { None } else { Some(registry::canonical_id(&req.agent_kind)) };
+        let mut tasks = Vec::new();
+        let mut last = None;
+        let mut more = false;
+        for (scanned, r) in self.ledger.scan_newest_first(before).enumerate() {
+            let rec = r.map_err(|e| GrpcStatus::unavailable(e.to_string()))?;
+            if tasks.len() == size || scanned >= MAX_SCAN {
+                more = true;
+                break;
+            }
+            last = Some(rec.id);
+            if (statuses.is_empty() || statuses.contains(&rec.status))
+                && (req.plant_id.is_empty() || req.plant_id == rec.plant_id)
+                && kind.as_ref().is_none_or(|k| k == &rec.agent_kind)
+            {
+                tasks.push(task_to_proto(&rec, vec![]));
+            }
+        }
+        Ok(Response::new(pb::ListTasksResponse {
+            tasks,
+            next_page_token: if more { last.map(|id| id.to_string()).unwrap_or_default() } else { String::new() },
+        }))
+    }
+
+    async fn cancel_task(&self, req: Request<pb::CancelTaskRequest>) -> Result<Response<pb::Task>, GrpcStatus> {
+        let req = req.into_inner();
+        let id = parse_id("id", &req.id)?;
+        let rec = self.call(|r| MasterMsg::Cancel(id, req.reason, r)).await??;
+        Ok(Response::new(task_to_proto(&rec, vec![])))
+    }
+
+    async fn retry_failed(&self, req: Request<pb::RetryFailedRequest>) -> Result<Response<pb::BulkResponse>, GrpcStatus> {
+        let req = req.into_inner();
+        let plant = Some(req.plant_id).filter(|p| !p.is_empty());
+        let kind = Some(req.agent_kind).filter(|k| !k.is_empty()).map(|k| registry::canonical_id(&k));
+        let ids = self.call(|r| MasterMsg::RetryFailed(plant, kind, r)).await??;
+        Ok(Response::new(bulk(ids)))
+    }
+
+    async fn clear_orphaned(&self, req: Request<pb::ClearOrphanedRequest>) -> Result<Response<pb::BulkResponse>, GrpcStatus> {
+        let older = req
+            .into_inner()
+            .older_than
+            .ok_or_else(|| GrpcStatus::invalid_argument("older_than: required (e.g. 3600s)"))?;
+        let older = Duration::try_from(older).map_err(|_| GrpcStatus::invalid_argument("older_than: must be >= 0"))?;
+        let ids = self.call(|r| MasterMsg::ClearOrphaned(older, r)).await??;
+        Ok(Response::new(bulk(ids)))
+    }
+
+    type StreamEventsStream = BoxStream<pb::TaskEvent>;
+
+    async fn stream_events(&self, req: Request<pb::StreamEventsRequest>) -> Result<Response<Self::StreamEventsStream>, GrpcStatus> {
+        let terminal_only = req.get_ref().terminal_only;
+        let mut events = self.ledger.subscribe();
+        let stream = async_stream(move |tx| async move {
+            loop {
+                match events.recv().await {
+                    Ok(rec) => {
+                        if terminal_only && !rec.status.is_terminal() {
+                            continue;
+                        }
+                        if tx.send(Ok(event_to_proto(&rec))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(RecvError::Lagged(n)) => {
+                        let msg = format!("event feed lagged: {n} events dropped; resubscribe and reconcile with ListTasks");
+                        let _ = tx.send(Err(GrpcStatus::data_loss(msg))).await;
+                        return;
+                    }
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(stream))
+    }
+}
+
+fn bulk(ids: Vec<u64>) -> pb::BulkResponse {
+    pb::BulkResponse {
+        affected: ids.len() as u32,
+        task_ids: ids.iter().map(|i| i.to_string()).collect(),
+    }
+}
+
+/// Runs `f` as a task feeding a bounded channel, and returns the channel as a stream.
+fn async_stream<T, F, Fut>(f: F) -> BoxStream<T>
+where
+    T: Send + 'static,
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<T, GrpcStatus>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    tokio::spawn(f(tx));
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+#[tonic::async_trait]
+impl MeshService for Api {
+    async fn list_plants(&self, _: Request<pb::ListPlantsRequest>) -> Result<Response<pb::ListPlantsResponse>, GrpcStatus> {
+        let snap = self.call(MasterMsg::Snapshot).await?;
+        let plants = snap
+            .plants
+            .into_iter()
+            .map(|p| pb::Plant {
+                id: p.spec.id,
+                name: p.spec.name,
+                units: p.spec.units,
+                agent_kinds: p.spec.agents,
+                closure_threshold_pct: p.spec.balance_threshold_pct,
+                node: p.node,
+                epoch: p.epoch,
+                status: p.status.into(),
+                queued_tasks: p.queued,
+                in_flight_tasks: p.in_flight,
+            })
+            .collect();
+        Ok(Response::new(pb::ListPlantsResponse { plants }))
+    }
+
+    async fn list_agents(&self, req: Request<pb::ListAgentsRequest>) -> Result<Response<pb::ListAgentsResponse>, GrpcStatus> {
+        let req = req.into_inner();
+        if !req.status.is_empty() && !["running", "restarting", "failed"].contains(&req.status.as_str()) {
+            return Err(GrpcStatus::invalid_argument(format!(
+                "status: must be running, restarting or failed, got {:?}",
+                req.status
+            )));
+        }
+        let kind = Some(req.kind).filter(|k| !k.is_empty()).map(|k| registry::canonical_id(&k));
+        let snap = self.call(MasterMsg::Snapshot).await?;
+        let agents = snap
+            .agents
+            .into_iter()
+            .filter(|a| req.plant_id.is_empty() || a.plant == req.plant_id)
+            .filter(|a| kind.as_ref().is_none_or(|k| k == &a.kind))
+            .filter(|a| req.status.is_empty() || a.status.as_str() == req.status)
+            .map(|a| pb::Agent {
+                name: format!("{}/{}", a.plant, a.kind),
+                plant_id: a.plant,
+                kind: a.kind,
+                status: a.status.as_str().into(),
+                restarts: a.restarts,
+                version: env!("CARGO_PKG_VERSION").into(),
+                node: a.node,
+                epoch: a.epoch,
+                tasks_completed: a.completed,
+                last_change: Some(ts(a.last_change_us)),
+            })
+            .collect();
+        Ok(Response::new(pb::ListAgentsResponse { agents }))
+    }
+
+    async fn list_nodes(&self, _: Request<pb::ListNodesRequest>) -> Result<Response<pb::ListNodesResponse>, GrpcStatus> {
+        let snap = self.call(MasterMsg::Snapshot).await?;
+        let nodes = snap
+            .nodes
+            .into_iter()
+            .map(|(id, address, plants)| pb::Node {
+                id,
+                address,
+                status: "connected".into(),
+                plants,
+                epoch: 1,
+                last_heartbeat: Some(ts(crate::task::now_us())),
+            })
+            .collect();
+        Ok(Response::new(pb::ListNodesResponse { nodes }))
+    }
+
+    async fn inject_fault(&self, req: Request<pb::InjectFaultRequest>) -> Result<Response<pb::InjectFaultResponse>, GrpcStatus> {
+        let req = req.into_inner();
+        let kind = registry::lookup(&req.kind)
+            .ok_or_else(|| GrpcStatus::not_found(format!("kind: unknown agent kind {:?}", req.kind)))?;
+        let fault = Fault {
+            panic_next: req.panic_next,
+            delay: Duration::from_millis(req.delay_ms as u64),
+        };
+        self.call(|r| MasterMsg::InjectFault(req.plant_id, kind.id.to_string(), fault, r)).await??;
+        Ok(Response::new(pb::InjectFaultResponse {}))
+    }
+}

@@ -1,0 +1,953 @@
+//! GL-001 master actor: accepts tasks into the ledger, queues them by priority, delegates them
+//! to plant agents under (attempt, epoch) fencing, retries, expires, and re-places plants.
+//!
+//! All task state changes happen here, one message at a time, and each is journaled through
+//! the ledger. The actor never waits for the disk: the ledger's group commit calls back.
+
+use crate::config::Config;
+use crate::ledger::{Callback, Commit, Ledger, LedgerError, Op};
+use crate::task::{Priority, Status, TaskRecord, Transition, now_us};
+use heatmesh_agents::fault::{Fault, FaultTable};
+use heatmesh_agents::{AgentStatus, Assignment, EventSink, Outcome, PlantEvent, PlantSpec};
+use heatmesh_mesh::{NodeLink, PlantLink};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A task as the gRPC layer hands it over: validated, plant defaults applied.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    /// Plant id (known to the fleet).
+    pub plant_id: String,
+    /// Canonical agent kind.
+    pub agent_kind: String,
+    /// Request JSON.
+    pub payload: String,
+    /// Priority.
+    pub priority: Priority,
+    /// Optional idempotency key.
+    pub idempotency_key: Option<String>,
+    /// Optional relative deadline.
+    pub deadline: Option<Duration>,
+    /// Optional override of the failure budget.
+    pub max_attempts: Option<u32>,
+}
+
+/// Answer to a submit.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    /// The task (the earlier one when `duplicate`).
+    pub task: TaskRecord,
+    /// The idempotency key matched an existing task.
+    pub duplicate: bool,
+}
+
+/// Errors of master operations, mapped to gRPC codes by the gRPC layer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    /// No such task / plant.
+    #[error("{0}")]
+    NotFound(String),
+    /// The operation does not apply in the task's state.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The ledger could not make the change durable.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+/// One plant as operators see it.
+#[derive(Debug, Clone)]
+pub struct PlantView {
+    /// Configuration.
+    pub spec: PlantSpec,
+    /// Node it runs on.
+    pub node: String,
+    /// Placement epoch.
+    pub epoch: u64,
+    /// running | restarting | failed
+    pub status: &'static str,
+    /// Tasks waiting in the master's queues.
+    pub queued: u64,
+    /// Tasks dispatched and not yet reported.
+    pub in_flight: u64,
+}
+
+/// One sub-agent as operators see it.
+#[derive(Debug, Clone)]
+pub struct AgentView {
+    /// Plant id.
+    pub plant: String,
+    /// Canonical kind.
+    pub kind: String,
+    /// Lifecycle status.
+    pub status: AgentStatus,
+    /// Restarts so far.
+    pub restarts: u32,
+    /// Epoch of the plant incarnation it belongs to.
+    pub epoch: u64,
+    /// Node.
+    pub node: String,
+    /// Tasks it completed since the master started.
+    pub completed: u64,
+    /// Unix microseconds of its last status change.
+    pub last_change_us: u64,
+}
+
+/// Point-in-time view of the mesh.
+#[derive(Debug, Clone)]
+pub struct MeshSnapshot {
+    /// Plants.
+    pub plants: Vec<PlantView>,
+    /// Sub-agents.
+    pub agents: Vec<AgentView>,
+    /// Node ids and addresses with their plants.
+    pub nodes: Vec<(String, String, Vec<String>)>,
+}
+
+/// Messages of the master actor.
+pub enum MasterMsg {
+    /// Accept a task; the reply comes once it is durable.
+    Submit(NewTask, RpcReplyPort<Result<Submitted, ApiError>>),
+    /// Ledger callback: the task's acceptance is durable (or failed to be).
+    Durable(u64, Result<(), LedgerError>),
+    /// A plant reported.
+    Plant(PlantEvent),
+    /// A (re)placement finished.
+    Placed {
+        /// Plant id.
+        plant: String,
+        /// Epoch it was started under.
+        epoch: u64,
+        /// The plant, or why it failed to start.
+        result: Result<Arc<dyn PlantLink>, String>,
+    },
+    /// Timer: place a plant again.
+    Replace(String),
+    /// Cancel a task.
+    Cancel(u64, String, RpcReplyPort<Result<TaskRecord, ApiError>>),
+    /// Put failed tasks back to pending (optional plant and kind filters).
+    RetryFailed(Option<String>, Option<String>, RpcReplyPort<Result<Vec<u64>, ApiError>>),
+    /// Cancel orphaned tasks unchanged for longer than this.
+    ClearOrphaned(Duration, RpcReplyPort<Result<Vec<u64>, ApiError>>),
+    /// The in-memory state of an active task (fresher than the ledger's).
+    Active(u64, RpcReplyPort<Option<TaskRecord>>),
+    /// Operator view.
+    Snapshot(RpcReplyPort<MeshSnapshot>),
+    /// Hold (true) or resume (false) dispatching; accepted tasks still queue.
+    SetPaused(bool),
+    /// Arm rehearsal faults on an agent.
+    InjectFault(String, String, Fault, RpcReplyPort<Result<(), ApiError>>),
+    /// Timer: retries, deadlines, leases, gauges.
+    Tick,
+}
+
+/// Start-up arguments.
+pub struct MasterArgs {
+    /// Configuration (validated).
+    pub config: Config,
+    /// The opened ledger.
+    pub ledger: Ledger,
+    /// The node plants are placed on.
+    pub node: Arc<dyn NodeLink>,
+    /// Fault table shared with the node's plants.
+    pub faults: FaultTable,
+    /// Start with dispatch held.
+    pub paused: bool,
+}
+
+struct Active {
+    rec: TaskRecord,
+    payload: Arc<[u8]>,
+    durable: bool,
+    waiters: Vec<RpcReplyPort<Result<Submitted, ApiError>>>,
+}
+
+struct PlantRt {
+    spec: PlantSpec,
+    epoch: u64,
+    link: Option<Arc<dyn PlantLink>>,
+    status: &'static str,
+    replace_failures: u32,
+}
+
+type QueueKey = (String, String);
+
+/// Master state.
+pub struct MasterState {
+    cfg: Config,
+    ledger: Ledger,
+    node: Arc<dyn NodeLink>,
+    faults: FaultTable,
+    paused: bool,
+    next_id: u64,
+    seq: u64,
+    active: HashMap<u64, Active>,
+    idem: HashMap<String, u64>,
+    failed: BTreeSet<u64>,
+    plants: HashMap<String, PlantRt>,
+    agents: HashMap<QueueKey, AgentView>,
+    ready: HashMap<QueueKey, BinaryHeap<Reverse<(Priority, u64)>>>,
+    in_flight: HashMap<QueueKey, usize>,
+    delayed: BTreeSet<(Instant, u64)>,
+    deadlines: BTreeSet<(u64, u64)>,
+    leases: BTreeSet<(Instant, u64, u32)>,
+    counts: HashMap<Status, i64>,
+}
+
+/// The GL-001 master actor.
+pub struct Master;
+
+fn sink_for(master: &ActorRef<MasterMsg>) -> EventSink {
+    let m = master.clone();
+    Arc::new(move |ev| {
+        let _ = m.cast(MasterMsg::Plant(ev));
+    })
+}
+
+fn backoff(initial_ms: u64, max_ms: u64, n: u32) -> Duration {
+    let exp = n.saturating_sub(1).min(30);
+    Duration::from_millis(initial_ms.saturating_mul(1u64 << exp).min(max_ms))
+}
+
+impl MasterState {
+    fn queue_key(rec: &TaskRecord) -> QueueKey {
+        (rec.plant_id.clone(), rec.agent_kind.clone())
+    }
+
+    fn bump_count(&mut self, s: Status, d: i64) {
+        *self.counts.entry(s).or_insert(0) += d;
+    }
+
+    /// Applies a state change to an active task and journals it. Terminal tasks leave the
+    /// active set. `done` runs once the change is durable.
+    fn transition(&mut self, id: u64, to: Status, detail: String, done: Option<Callback>) {
+        let Some(t) = self.active.get_mut(&id) else {
+            return;
+        };
+        let from = t.rec.status;
+        self.seq += 1;
+        let now = now_us();
+        t.rec.status = to;
+        t.rec.updated_us = now;
+        t.rec.seq = self.seq;
+        let entry = Transition {
+            from: Some(from),
+            to,
+            at_us: now,
+            attempt: t.rec.attempt,
+            epoch: t.rec.epoch,
+            node: t.rec.node.clone(),
+            detail,
+        };
+        let rec = t.rec.clone();
+        let key = Self::queue_key(&rec);
+        if from == Status::Dispatched {
+            if let Some(n) = self.in_flight.get_mut(&key) {
+                *n = n.saturating_sub(1);
+            }
+        }
+        self.bump_count(from, -1);
+        self.bump_count(to, 1);
+        if to.is_terminal() {
+            let t = self.active.remove(&id).expect("present above");
+            if let Some(k) = &t.rec.idempotency_key {
+                self.idem.remove(k);
+            }
+            if to == Status::Failed {
+                self.failed.insert(id);
+            }
+            metrics::counter!("heatmesh_tasks_finished_total", "state" => to.as_str()).increment(1);
+            if to == Status::Completed {
+                let secs = now.saturating_sub(rec.created_us) as f64 / 1e6;
+                metrics::histogram!("heatmesh_task_latency_seconds").record(secs);
+            }
+        }
+        self.write(vec![Op::Put(rec.clone()), Op::Journal { id, seq: self.seq, entry }], vec![rec], done);
+    }
+
+    fn write(&self, ops: Vec<Op>, events: Vec<TaskRecord>, done: Option<Callback>) {
+        if let Err(e) = self.ledger.submit(Commit { ops, events, done }) {
+            tracing::error!("ledger unavailable: {e}");
+        }
+    }
+
+    fn enqueue(&mut self, id: u64) {
+        if let Some(t) = self.active.get(&id) {
+            let key = Self::queue_key(&t.rec);
+            let prio = t.rec.priority;
+            self.ready.entry(key).or_default().push(Reverse((prio, id)));
+        }
+    }
+
+    /// Marks a task orphaned and, when its plant is still in the fleet, re-queues it at once.
+    fn orphan(&mut self, id: u64, reason: String) {
+        let known = self
+            .active
+            .get(&id)
+            .is_some_and(|t| self.plants.contains_key(&t.rec.plant_id));
+        self.transition(id, Status::Orphaned, reason, None);
+        if known {
+            self.transition(id, Status::Pending, "re-queued after orphaning".into(), None);
+            self.enqueue(id);
+        }
+    }
+
+    fn attempt_failed(&mut self, id: u64, error: String, retryable: bool) {
+        let s = &self.cfg.scheduler;
+        let (initial, max) = (s.retry_backoff_initial_ms, s.retry_backoff_max_ms);
+        let Some(t) = self.active.get_mut(&id) else {
+            return;
+        };
+        t.rec.failures += 1;
+        t.rec.error = Some(error.clone());
+        if retryable && t.rec.failures < t.rec.max_attempts {
+            let delay = backoff(initial, max, t.rec.failures);
+            let detail = format!(
+                "attempt {} failed ({}/{} failures): {error}; retry in {} ms",
+                t.rec.attempt,
+                t.rec.failures,
+                t.rec.max_attempts,
+                delay.as_millis()
+            );
+            self.transition(id, Status::Pending, detail, None);
+            self.delayed.insert((Instant::now() + delay, id));
+        } else {
+            let detail = if retryable {
+                format!("attempt {} failed, no attempts left: {error}", t.rec.attempt)
+            } else {
+                format!("attempt {} failed, not retryable: {error}", t.rec.attempt)
+            };
+            self.transition(id, Status::Failed, detail, None);
+        }
+    }
+
+    /// Dispatches from a queue while its agent has room.
+    fn pump(&mut self, key: &QueueKey) {
+        if self.paused {
+            return;
+        }
+        let Some(plant) = self.plants.get(&key.0) else {
+            return;
+        };
+        let Some(link) = plant.link.clone() else {
+            return;
+        };
+        let (epoch, node) = (plant.epoch, self.node.id().to_string());
+        let lease = Duration::from_millis(self.cfg.scheduler.lease_ms);
+        let max = self.cfg.scheduler.max_in_flight_per_agent;
+        loop {
+            if self.in_flight.get(key).copied().unwrap_or(0) >= max {
+                return;
+            }
+            let Some(Reverse((_, id))) = self.ready.get_mut(key).and_then(|h| h.pop()) else {
+                return;
+            };
+            let Some(t) = self.active.get_mut(&id) else {
+                continue;
+            };
+            if t.rec.status != Status::Pending || !t.durable {
+                continue;
+            }
+            t.rec.attempt += 1;
+            t.rec.epoch = epoch;
+            t.rec.node = node.clone();
+            t.rec.agent = format!("{}/{}", key.0, key.1);
+            let a = Assignment {
+                task_id: id,
+                attempt: t.rec.attempt,
+                epoch,
+                kind: key.1.clone(),
+                payload: t.payload.clone(),
+            };
+            let detail = format!("attempt {} to {} (epoch {epoch}) on {node}", a.attempt, t.rec.agent);
+            self.transition(id, Status::Dispatched, detail, None);
+            *self.in_flight.entry(key.clone()).or_insert(0) += 1;
+            self.leases.insert((Instant::now() + lease, id, a.attempt));
+            if let Err(e) = link.dispatch(a) {
+                self.orphan(id, format!("dispatch failed: {e}"));
+            }
+        }
+    }
+
+    fn pump_all(&mut self) {
+        let keys: Vec<QueueKey> = self
+            .ready
+            .iter()
+            .filter(|(_, h)| !h.is_empty())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in keys {
+            self.pump(&k);
+        }
+    }
+
+    fn on_task_done(&mut self, task_id: u64, attempt: u32, epoch: u64, agent: String, outcome: Outcome) {
+        let current = self.active.get(&task_id).is_some_and(|t| {
+            t.rec.status == Status::Dispatched && t.rec.attempt == attempt && t.rec.epoch == epoch
+        });
+        if !current {
+            metrics::counter!("heatmesh_stale_results_total").increment(1);
+            tracing::debug!(task_id, attempt, epoch, "stale result rejected");
+            return;
+        }
+        let key = self.active.get(&task_id).map(|t| Self::queue_key(&t.rec)).expect("current");
+        match outcome {
+            Outcome::Completed(json) => {
+                let t = self.active.get_mut(&task_id).expect("current");
+                t.rec.result = Some(String::from_utf8_lossy(&json).into_owned());
+                t.rec.error = None;
+                if let Some(a) = self.agents.get_mut(&key) {
+                    a.completed += 1;
+                }
+                self.transition(task_id, Status::Completed, format!("completed by {agent}"), None);
+            }
+            Outcome::Failed { error, retryable } => self.attempt_failed(task_id, error, retryable),
+            Outcome::Orphaned { reason } => self.orphan(task_id, reason),
+        }
+        self.pump(&key);
+    }
+
+    fn on_plant_down(&mut self, myself: &ActorRef<MasterMsg>, plant: String, epoch: u64, reason: String) {
+        let Some(p) = self.plants.get_mut(&plant) else {
+            return;
+        };
+        if p.epoch != epoch {
+            return;
+        }
+        p.link = None;
+        p.status = "restarting";
+        tracing::warn!(plant = %plant, epoch, "plant down: {reason}; re-placing");
+        let lost: Vec<u64> = self
+            .active
+            .iter()
+            .filter(|(_, t)| t.rec.plant_id == plant && t.rec.status == Status::Dispatched && t.rec.epoch == epoch)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lost {
+            self.orphan(id, format!("plant {plant} epoch {epoch} went down: {reason}"));
+        }
+        for a in self.agents.values_mut().filter(|a| a.plant == plant) {
+            a.status = AgentStatus::Failed;
+            a.last_change_us = now_us();
+        }
+        let delay = Duration::from_millis(self.cfg.scheduler.replace_backoff_ms);
+        myself.send_after(delay, move || MasterMsg::Replace(plant));
+    }
+
+    fn place(&mut self, myself: &ActorRef<MasterMsg>, plant: &str) {
+        let Some(p) = self.plants.get_mut(plant) else {
+            return;
+        };
+        p.epoch += 1;
+        let (spec, epoch) = (p.spec.clone(), p.epoch);
+        let node_id = self.node.id().to_string();
+        self.write(
+            vec![Op::Placement {
+                plant: plant.to_string(),
+                node: node_id,
+                epoch,
+            }],
+            vec![],
+            None,
+        );
+        let node = self.node.clone();
+        let master = myself.clone();
+        let sink = sink_for(myself);
+        tokio::spawn(async move {
+            let plant = spec.id.clone();
+            let result = node.spawn_plant(spec, epoch, sink).await.map_err(|e| e.to_string());
+            let _ = master.cast(MasterMsg::Placed { plant, epoch, result });
+        });
+    }
+
+    fn tick(&mut self) {
+        let now = Instant::now();
+        while let Some(&(at, id)) = self.delayed.first() {
+            if at > now {
+                break;
+            }
+            self.delayed.pop_first();
+            self.enqueue(id);
+        }
+        let wall = now_us();
+        while let Some(&(at, id)) = self.deadlines.first() {
+            if at > wall {
+                break;
+            }
+            self.deadlines.pop_first();
+            if let Some(t) = self.active.get_mut(&id) {
+                let late_ms = (wall - t.rec.created_us) / 1000;
+                t.rec.error = Some(format!("DEADLINE_EXCEEDED: not completed within {late_ms} ms of acceptance"));
+                self.transition(id, Status::Failed, "deadline exceeded".into(), None);
+            }
+        }
+        while let Some(&(at, id, attempt)) = self.leases.first() {
+            if at > now {
+                break;
+            }
+            self.leases.pop_first();
+            let expired = self
+                .active
+                .get(&id)
+                .is_some_and(|t| t.rec.status == Status::Dispatched && t.rec.attempt == attempt);
+            if expired {
+                let ms = self.cfg.scheduler.lease_ms;
+                self.attempt_failed(id, format!("lease expired: no result within {ms} ms"), true);
+            }
+        }
+        self.pump_all();
+        for s in [Status::Pending, Status::Dispatched, Status::Orphaned] {
+            let n = self.counts.get(&s).copied().unwrap_or(0).max(0);
+            metrics::gauge!("heatmesh_tasks", "state" => s.as_str()).set(n as f64);
+        }
+        let depth: usize = self.ready.values().map(|h| h.len()).sum::<usize>() + self.delayed.len();
+        metrics::gauge!("heatmesh_queue_depth").set(depth as f64);
+    }
+
+    fn submit(&mut self, myself: &ActorRef<MasterMsg>, t: NewTask, reply: RpcReplyPort<Result<Submitted, ApiError>>) {
+        if let Some(key) = &t.idempotency_key {
+            if let Some(&id) = self.idem.get(key) {
+                if let Some(a) = self.active.get_mut(&id) {
+                    if a.durable {
+                        let _ = reply.send(Ok(Submitted { task: a.rec.clone(), duplicate: true }));
+                    } else {
+                        a.waiters.push(reply);
+                    }
+                    return;
+                }
+            }
+            match self.ledger.idempotent(key).and_then(|id| match id {
+                Some(id) => self.ledger.get(id),
+                None => Ok(None),
+            }) {
+                Ok(Some(rec)) => {
+                    let _ = reply.send(Ok(Submitted { task: rec, duplicate: true }));
+                    return;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let _ = reply.send(Err(e.into()));
+                    return;
+                }
+            }
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.seq += 1;
+        let now = now_us();
+        let rec = TaskRecord {
+            id,
+            plant_id: t.plant_id,
+            agent_kind: t.agent_kind,
+            payload: t.payload,
+            priority: t.priority,
+            status: Status::Pending,
+            attempt: 0,
+            failures: 0,
+            max_attempts: t.max_attempts.unwrap_or(self.cfg.scheduler.max_attempts),
+            epoch: 0,
+            node: String::new(),
+            agent: String::new(),
+            idempotency_key: t.idempotency_key,
+            created_us: now,
+            updated_us: now,
+            deadline_us: t.deadline.map(|d| now + d.as_micros() as u64),
+            result: None,
+            error: None,
+            seq: self.seq,
+        };
+        let mut ops = vec![
+            Op::Put(rec.clone()),
+            Op::Journal {
+                id,
+                seq: self.seq,
+                entry: Transition {
+                    from: None,
+                    to: Status::Pending,
+                    at_us: now,
+                    attempt: 0,
+                    epoch: 0,
+                    node: String::new(),
+                    detail: format!("accepted ({} priority)", rec.priority.as_str()),
+                },
+            },
+        ];
+        if let Some(k) = &rec.idempotency_key {
+            ops.push(Op::Idem(k.clone(), id));
+            self.idem.insert(k.clone(), id);
+        }
+        if let Some(d) = rec.deadline_us {
+            self.deadlines.insert((d, id));
+        }
+        self.bump_count(Status::Pending, 1);
+        metrics::counter!("heatmesh_tasks_submitted_total").increment(1);
+        self.active.insert(
+            id,
+            Active {
+                payload: Arc::from(rec.payload.as_bytes()),
+                rec: rec.clone(),
+                durable: false,
+                waiters: Vec::new(),
+            },
+        );
+        let master = myself.clone();
+        let answer = rec.clone();
+        let done: Callback = Box::new(move |r| {
+            let _ = reply.send(r.clone().map(|_| Submitted { task: answer, duplicate: false }).map_err(ApiError::from));
+            let _ = master.cast(MasterMsg::Durable(id, r));
+        });
+        self.write(ops, vec![rec], Some(done));
+    }
+
+    fn on_durable(&mut self, id: u64, r: Result<(), LedgerError>) {
+        let Some(t) = self.active.get_mut(&id) else {
+            return;
+        };
+        let waiters = std::mem::take(&mut t.waiters);
+        match r {
+            Ok(()) => {
+                t.durable = true;
+                for w in waiters {
+                    let _ = w.send(Ok(Submitted { task: t.rec.clone(), duplicate: true }));
+                }
+                let key = Self::queue_key(&t.rec);
+                self.enqueue(id);
+                self.pump(&key);
+            }
+            Err(e) => {
+                // Never acknowledged: forget it entirely.
+                let t = self.active.remove(&id).expect("present");
+                self.bump_count(t.rec.status, -1);
+                if let Some(k) = &t.rec.idempotency_key {
+                    self.idem.remove(k);
+                }
+                for w in waiters {
+                    let _ = w.send(Err(e.clone().into()));
+                }
+            }
+        }
+    }
+
+    fn snapshot(&self) -> MeshSnapshot {
+        let node = self.node.id().to_string();
+        let mut plants: Vec<PlantView> = self
+            .plants
+            .values()
+            .map(|p| {
+                let queued = self
+                    .ready
+                    .iter()
+                    .filter(|((pl, _), _)| pl == &p.spec.id)
+                    .map(|(_, h)| h.len() as u64)
+                    .sum();
+                let in_flight = self
+                    .in_flight
+                    .iter()
+                    .filter(|((pl, _), _)| pl == &p.spec.id)
+                    .map(|(_, n)| *n as u64)
+                    .sum();
+                PlantView {
+                    spec: p.spec.clone(),
+                    node: node.clone(),
+                    epoch: p.epoch,
+                    status: p.status,
+                    queued,
+                    in_flight,
+                }
+            })
+            .collect();
+        plants.sort_by(|a, b| a.spec.id.cmp(&b.spec.id));
+        let mut agents: Vec<AgentView> = self.agents.values().cloned().collect();
+        agents.sort_by(|a, b| (&a.plant, &a.kind).cmp(&(&b.plant, &b.kind)));
+        let nodes = vec![(node, self.node.address(), plants.iter().map(|p| p.spec.id.clone()).collect())];
+        MeshSnapshot { plants, agents, nodes }
+    }
+
+    /// Rebuilds the active set from the ledger after a (re)start: dispatched and orphaned
+    /// tasks go back to pending, tasks of plants no longer configured stay orphaned.
+    fn recover(&mut self) -> Result<(), LedgerError> {
+        let mut requeue = Vec::new();
+        let ledger = self.ledger.clone();
+        for r in ledger.scan_all() {
+            let rec = r?;
+            self.next_id = self.next_id.max(rec.id + 1);
+            self.seq = self.seq.max(rec.seq);
+            if rec.status == Status::Failed {
+                self.failed.insert(rec.id);
+            }
+            if rec.status.is_terminal() {
+                continue;
+            }
+            let id = rec.id;
+            if let Some(k) = &rec.idempotency_key {
+                self.idem.insert(k.clone(), id);
+            }
+            if let Some(d) = rec.deadline_us {
+                self.deadlines.insert((d, id));
+            }
+            self.bump_count(rec.status, 1);
+            requeue.push((id, rec.status, self.plants.contains_key(&rec.plant_id)));
+            self.active.insert(
+                id,
+                Active {
+                    payload: Arc::from(rec.payload.as_bytes()),
+                    rec,
+                    durable: true,
+                    waiters: Vec::new(),
+                },
+            );
+        }
+        let n = requeue.len();
+        for (id, status, known) in requeue {
+            if !known {
+                if status != Status::Orphaned {
+                    self.transition(id, Status::Orphaned, "plant is not in the fleet configuration".into(), None);
+                }
+                continue;
+            }
+            match status {
+                Status::Dispatched => self.transition(
+                    id,
+                    Status::Pending,
+                    "master restarted while dispatched; re-queued".into(),
+                    None,
+                ),
+                Status::Orphaned => {
+                    self.transition(id, Status::Pending, "master restarted; orphan re-queued".into(), None)
+                }
+                _ => {}
+            }
+            self.enqueue(id);
+        }
+        if n > 0 {
+            tracing::info!("recovered {n} unfinished tasks from the ledger");
+        }
+        Ok(())
+    }
+}
+
+impl Actor for Master {
+    type Msg = MasterMsg;
+    type State = MasterState;
+    type Arguments = MasterArgs;
+
+    async fn pre_start(&self, myself: ActorRef<MasterMsg>, args: MasterArgs) -> Result<MasterState, ActorProcessingErr> {
+        let mut st = MasterState {
+            plants: HashMap::new(),
+            ledger: args.ledger,
+            node: args.node,
+            faults: args.faults,
+            paused: args.paused,
+            next_id: 1,
+            seq: 0,
+            active: HashMap::new(),
+            idem: HashMap::new(),
+            failed: BTreeSet::new(),
+            agents: HashMap::new(),
+            ready: HashMap::new(),
+            in_flight: HashMap::new(),
+            delayed: BTreeSet::new(),
+            deadlines: BTreeSet::new(),
+            leases: BTreeSet::new(),
+            counts: HashMap::new(),
+            cfg: args.config,
+        };
+        for spec in st.cfg.plants.clone() {
+            let epoch = st.ledger.placement_epoch(&spec.id)?;
+            st.plants.insert(
+                spec.id.clone(),
+                PlantRt {
+                    spec,
+                    epoch,
+                    link: None,
+                    status: "restarting",
+                    replace_failures: 0,
+                },
+            );
+        }
+        st.recover()?;
+        let ids: Vec<String> = st.plants.keys().cloned().collect();
+        for id in ids {
+            st.place(&myself, &id);
+        }
+        myself.send_interval(Duration::from_millis(st.cfg.scheduler.tick_ms), || MasterMsg::Tick);
+        Ok(st)
+    }
+
+    async fn handle(&self, myself: ActorRef<MasterMsg>, msg: MasterMsg, st: &mut MasterState) -> Result<(), ActorProcessingErr> {
+        match msg {
+            MasterMsg::Submit(t, reply) => st.submit(&myself, t, reply),
+            MasterMsg::Durable(id, r) => st.on_durable(id, r),
+            MasterMsg::Plant(ev) => match ev {
+                PlantEvent::TaskDone { task_id, attempt, epoch, agent, outcome, .. } => {
+                    st.on_task_done(task_id, attempt, epoch, agent, outcome)
+                }
+                PlantEvent::AgentChanged { plant, kind, status, restarts, epoch } => {
+                    if st.plants.get(&plant).is_some_and(|p| p.epoch == epoch) {
+                        let node = st.node.id().to_string();
+                        let a = st.agents.entry((plant.clone(), kind.clone())).or_insert(AgentView {
+                            plant,
+                            kind,
+                            status,
+                            restarts: 0,
+                            epoch,
+                            node,
+                            completed: 0,
+                            last_change_us: 0,
+                        });
+                        a.status = status;
+                        a.restarts = restarts.max(a.restarts);
+                        a.epoch = epoch;
+                        a.last_change_us = now_us();
+                    }
+                }
+                PlantEvent::PlantDown { plant, epoch, reason } => st.on_plant_down(&myself, plant, epoch, reason),
+            },
+            MasterMsg::Placed { plant, epoch, result } => {
+                let Some(p) = st.plants.get_mut(&plant) else {
+                    return Ok(());
+                };
+                if p.epoch != epoch {
+                    return Ok(());
+                }
+                match result {
+                    Ok(link) => {
+                        p.link = Some(link);
+                        p.status = "running";
+                        p.replace_failures = 0;
+                        tracing::info!(plant = %plant, epoch, "plant placed");
+                        let keys: Vec<QueueKey> = p.spec.agents.iter().map(|k| (plant.clone(), k.clone())).collect();
+                        for k in keys {
+                            st.pump(&k);
+                        }
+                    }
+                    Err(e) => {
+                        p.status = "failed";
+                        p.replace_failures += 1;
+                        let delay = backoff(st.cfg.scheduler.replace_backoff_ms, 30_000, p.replace_failures);
+                        tracing::error!(plant = %plant, epoch, "placement failed: {e}; retry in {delay:?}");
+                        myself.send_after(delay, move || MasterMsg::Replace(plant));
+                    }
+                }
+            }
+            MasterMsg::Replace(plant) => st.place(&myself, &plant),
+            MasterMsg::Cancel(id, reason, reply) => {
+                if st.active.contains_key(&id) {
+                    let ledger = st.ledger.clone();
+                    let detail = if reason.is_empty() { "cancelled by operator".to_string() } else { format!("cancelled: {reason}") };
+                    if let Some(t) = st.active.get_mut(&id) {
+                        t.rec.error = Some(detail.clone());
+                    }
+                    st.transition(
+                        id,
+                        Status::Cancelled,
+                        detail,
+                        Some(Box::new(move |r| {
+                            let answer = r.map_err(ApiError::from).and_then(|_| {
+                                ledger.get(id)?.ok_or_else(|| ApiError::NotFound(format!("task {id} not found")))
+                            });
+                            let _ = reply.send(answer);
+                        })),
+                    );
+                } else {
+                    let answer = match st.ledger.get(id) {
+                        Ok(Some(rec)) => Err(ApiError::FailedPrecondition(format!(
+                            "task {id} is already {}; only pending, dispatched or orphaned tasks can be cancelled",
+                            rec.status.as_str()
+                        ))),
+                        Ok(None) => Err(ApiError::NotFound(format!("task {id} not found"))),
+                        Err(e) => Err(e.into()),
+                    };
+                    let _ = reply.send(answer);
+                }
+            }
+            MasterMsg::RetryFailed(plant, kind, reply) => {
+                let mut retried = Vec::new();
+                let candidates: Vec<u64> = st.failed.iter().copied().collect();
+                for id in candidates {
+                    let rec = match st.ledger.get(id) {
+                        Ok(Some(r)) => r,
+                        Ok(None) => continue,
+                        Err(e) => {
+                            let _ = reply.send(Err(e.into()));
+                            return Ok(());
+                        }
+                    };
+                    if rec.status != Status::Failed
+                        || plant.as_ref().is_some_and(|p| p != &rec.plant_id)
+                        || kind.as_ref().is_some_and(|k| k != &rec.agent_kind)
+                        || !st.plants.contains_key(&rec.plant_id)
+                    {
+                        continue;
+                    }
+                    st.failed.remove(&id);
+                    let mut rec = rec;
+                    rec.failures = 0;
+                    rec.deadline_us = None;
+                    st.bump_count(Status::Failed, 1);
+                    st.active.insert(
+                        id,
+                        Active {
+                            payload: Arc::from(rec.payload.as_bytes()),
+                            rec,
+                            durable: true,
+                            waiters: Vec::new(),
+                        },
+                    );
+                    st.transition(id, Status::Pending, "retried by operator (attempt budget reset, deadline cleared)".into(), None);
+                    st.enqueue(id);
+                    retried.push(id);
+                }
+                st.pump_all();
+                let _ = reply.send(Ok(retried));
+            }
+            MasterMsg::ClearOrphaned(older, reply) => {
+                let cutoff = now_us().saturating_sub(older.as_micros() as u64);
+                let ids: Vec<u64> = st
+                    .active
+                    .iter()
+                    .filter(|(_, t)| t.rec.status == Status::Orphaned && t.rec.updated_us <= cutoff)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in &ids {
+                    let detail = format!("cleared: orphaned for more than {} s", older.as_secs());
+                    if let Some(t) = st.active.get_mut(id) {
+                        t.rec.error = Some(detail.clone());
+                    }
+                    st.transition(*id, Status::Cancelled, detail, None);
+                }
+                let _ = reply.send(Ok(ids));
+            }
+            MasterMsg::Active(id, reply) => {
+                let _ = reply.send(st.active.get(&id).map(|t| t.rec.clone()));
+            }
+            MasterMsg::Snapshot(reply) => {
+                let _ = reply.send(st.snapshot());
+            }
+            MasterMsg::SetPaused(p) => {
+                st.paused = p;
+                if !p {
+                    st.pump_all();
+                }
+            }
+            MasterMsg::InjectFault(plant, kind, fault, reply) => {
+                let answer = if !st.cfg.allow_fault_injection {
+                    Err(ApiError::FailedPrecondition(
+                        "fault injection is disabled; set allow_fault_injection = true".into(),
+                    ))
+                } else if !st.agents.contains_key(&(plant.clone(), kind.clone())) {
+                    Err(ApiError::NotFound(format!("no agent {kind} on plant {plant}")))
+                } else {
+                    st.faults.set(&plant, &kind, fault);
+                    Ok(())
+                };
+                let _ = reply.send(answer);
+            }
+            MasterMsg::Tick => st.tick(),
+        }
+        Ok(())
+    }
+}

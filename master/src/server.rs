@@ -1,0 +1,300 @@
+//! Wires a running mesh: ledger, in-process node, master actor, gRPC server (task and mesh
+//! APIs, health, reflection) and the metrics/health HTTP endpoint.
+
+use crate::config::Config;
+use crate::grpc::Api;
+use crate::ledger::{Ledger, LedgerError};
+use crate::scheduler::{Master, MasterArgs, MasterMsg};
+use heatmesh_agents::fault::FaultTable;
+use heatmesh_mesh::{LocalNode, NodeAgentArgs, NodeLink};
+use heatmesh_proto::v1::mesh_service_server::MeshServiceServer;
+use heatmesh_proto::v1::task_service_server::TaskServiceServer;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use ractor::{Actor, ActorRef};
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Largest gRPC message decoded; payloads above the configured payload limit but below this
+/// get a precise INVALID_ARGUMENT instead of a transport error.
+const MAX_DECODE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Why the mesh could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The ledger did not open.
+    #[error("opening the ledger at {dir}: {source}")]
+    Ledger {
+        /// Data directory.
+        dir: String,
+        /// Cause.
+        source: LedgerError,
+    },
+    /// A listen address could not be bound.
+    #[error("binding {what} on {addr}: {source}")]
+    Bind {
+        /// gRPC or metrics.
+        what: &'static str,
+        /// Address.
+        addr: SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The node or master actor failed to start.
+    #[error("starting {what}: {reason}")]
+    Actor {
+        /// Which actor.
+        what: &'static str,
+        /// Cause.
+        reason: String,
+    },
+}
+
+/// Start-up switches that are not configuration.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StartOptions {
+    /// Hold dispatching until `set_paused(false)` (tests, maintenance).
+    pub paused: bool,
+}
+
+/// A mesh running in this process.
+pub struct RunningMesh {
+    /// Where the gRPC API listens.
+    pub grpc_addr: SocketAddr,
+    /// Where /metrics, /healthz and /readyz listen, if enabled.
+    pub metrics_addr: Option<SocketAddr>,
+    master: ActorRef<MasterMsg>,
+    node: Arc<LocalNode>,
+    ledger: Ledger,
+    stop: Vec<oneshot::Sender<()>>,
+    servers: Vec<JoinHandle<()>>,
+}
+
+/// The process-wide Prometheus recorder (installed once).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let latency = [
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ];
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("heatmesh_ledger_commit_batch_size".into()),
+                        &[1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0],
+                    )
+                })
+                .expect("bucket lists are non-empty");
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (tests); we still render ours.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// Starts the mesh: opens the ledger, recovers unfinished tasks, places the plants and
+/// serves the APIs. Returns once the listeners are bound.
+pub async fn start(config: Config, opts: StartOptions) -> Result<RunningMesh, StartError> {
+    let metrics = metrics_handle();
+    let ledger = Ledger::open(&config.data_dir).map_err(|source| StartError::Ledger {
+        dir: config.data_dir.display().to_string(),
+        source,
+    })?;
+    let faults = FaultTable::default();
+    let node = Arc::new(
+        LocalNode::start(NodeAgentArgs {
+            node_id: config.node_id.clone(),
+            policy: config.restart,
+            faults: faults.clone(),
+        })
+        .await
+        .map_err(|e| StartError::Actor {
+            what: "node agent",
+            reason: e.to_string(),
+        })?,
+    );
+    let (master, _) = Actor::spawn(
+        None,
+        Master,
+        MasterArgs {
+            config: config.clone(),
+            ledger: ledger.clone(),
+            node: node.clone() as Arc<dyn NodeLink>,
+            faults,
+            paused: opts.paused,
+        },
+    )
+    .await
+    .map_err(|e| StartError::Actor {
+        what: "master",
+        reason: e.to_string(),
+    })?;
+
+    let api = Api {
+        master: master.clone(),
+        ledger: ledger.clone(),
+        config: Arc::new(config.clone()),
+    };
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            what: "gRPC",
+            addr: config.listen,
+            source,
+        })?;
+    let grpc_addr = listener.local_addr().map_err(|source| StartError::Bind {
+        what: "gRPC",
+        addr: config.listen,
+        source,
+    })?;
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<TaskServiceServer<Api>>()
+        .await;
+    health_reporter
+        .set_serving::<MeshServiceServer<Api>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(heatmesh_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| StartError::Actor {
+            what: "reflection",
+            reason: e.to_string(),
+        })?;
+    let (stop_grpc, stopped) = oneshot::channel::<()>();
+    let router = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+        .tcp_nodelay(true)
+        .add_service(TaskServiceServer::new(api.clone()).max_decoding_message_size(MAX_DECODE_BYTES))
+        .add_service(MeshServiceServer::new(api.clone()).max_decoding_message_size(MAX_DECODE_BYTES))
+        .add_service(health)
+        .add_service(reflection);
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let mut servers = vec![tokio::spawn(async move {
+        if let Err(e) = router
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stopped.await;
+            })
+            .await
+        {
+            tracing::error!("gRPC server: {e}");
+        }
+    })];
+    let mut stop = vec![stop_grpc];
+
+    let mut metrics_addr = None;
+    if let Some(addr) = config.metrics_listen {
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind {
+                what: "metrics",
+                addr,
+                source,
+            })?;
+        metrics_addr = l.local_addr().ok();
+        let (tx, rx) = oneshot::channel::<()>();
+        stop.push(tx);
+        let app = crate::server::http_router(metrics, master.clone());
+        servers.push(tokio::spawn(async move {
+            let _ = axum::serve(l, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        }));
+    }
+    tracing::info!(%grpc_addr, ?metrics_addr, plants = config.plants.len(), "heatmesh master serving");
+    Ok(RunningMesh {
+        grpc_addr,
+        metrics_addr,
+        master,
+        node,
+        ledger,
+        stop,
+        servers,
+    })
+}
+
+fn http_router(metrics: PrometheusHandle, master: ActorRef<MasterMsg>) -> axum::Router {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/metrics", get(move || std::future::ready(metrics.render())))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let master = master.clone();
+                async move {
+                    match ractor::call!(master, MasterMsg::Snapshot) {
+                        Ok(s) => {
+                            let down: Vec<String> = s
+                                .plants
+                                .iter()
+                                .filter(|p| p.status != "running")
+                                .map(|p| format!("{} {}", p.spec.id, p.status))
+                                .collect();
+                            if down.is_empty() {
+                                (StatusCode::OK, "ready\n".to_string())
+                            } else {
+                                (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", down.join(", ")))
+                            }
+                        }
+                        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("master unavailable: {e}\n")),
+                    }
+                }
+            }),
+        )
+}
+
+impl RunningMesh {
+    /// The master actor (library-level control: pause, snapshot).
+    pub fn master(&self) -> &ActorRef<MasterMsg> {
+        &self.master
+    }
+
+    /// Holds or resumes dispatching.
+    pub fn set_paused(&self, paused: bool) {
+        let _ = self.master.cast(MasterMsg::SetPaused(paused));
+    }
+
+    /// Waits until every plant is placed and running, up to `timeout`.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Ok(s) = ractor::call!(self.master, MasterMsg::Snapshot) {
+                if s.plants.iter().all(|p| p.status == "running") {
+                    return true;
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Stops serving, stops the actors, flushes the ledger.
+    pub async fn shutdown(self) {
+        for s in self.stop {
+            let _ = s.send(());
+        }
+        for h in self.servers {
+            let _ = h.await;
+        }
+        self.master.stop(None);
+        self.node.shutdown();
+        if let Err(e) = self.ledger.flush() {
+            tracing::error!("final ledger flush: {e}");
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! The per-node actor that starts and watches plant supervisors.
+
+use heatmesh_agents::fault::FaultTable;
+use heatmesh_agents::{EventSink, PlantArgs, PlantEvent, PlantMsg, PlantSpec, PlantSupervisor, RestartPolicy};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use std::collections::HashMap;
+
+/// Messages a node agent accepts.
+pub enum NodeMsg {
+    /// Start a plant supervisor; an older incarnation of the same plant is stopped first.
+    SpawnPlant {
+        /// The plant.
+        spec: PlantSpec,
+        /// Its new placement epoch.
+        epoch: u64,
+        /// Where the plant reports.
+        sink: EventSink,
+        /// Receives the supervisor or the reason it failed to start.
+        reply: RpcReplyPort<Result<ActorRef<PlantMsg>, String>>,
+    },
+}
+
+/// Start-up arguments of a node agent.
+#[derive(Clone, Default)]
+pub struct NodeAgentArgs {
+    /// Node id.
+    pub node_id: String,
+    /// Restart policy handed to every plant supervisor.
+    pub policy: RestartPolicy,
+    /// Rehearsal faults shared by the node's plants.
+    pub faults: FaultTable,
+}
+
+struct Placed {
+    epoch: u64,
+    sink: EventSink,
+    actor: ActorRef<PlantMsg>,
+}
+
+/// Node agent state.
+pub struct NodeState {
+    args: NodeAgentArgs,
+    plants: HashMap<String, Placed>,
+}
+
+/// The node agent actor.
+pub struct NodeAgent;
+
+impl Actor for NodeAgent {
+    type Msg = NodeMsg;
+    type State = NodeState;
+    type Arguments = NodeAgentArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<NodeMsg>,
+        args: NodeAgentArgs,
+    ) -> Result<NodeState, ActorProcessingErr> {
+        Ok(NodeState {
+            args,
+            plants: HashMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<NodeMsg>,
+        msg: NodeMsg,
+        st: &mut NodeState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            NodeMsg::SpawnPlant {
+                spec,
+                epoch,
+                sink,
+                reply,
+            } => {
+                if let Some(old) = st.plants.remove(&spec.id) {
+                    old.actor.stop(Some(format!("replaced by epoch {epoch}")));
+                }
+                let id = spec.id.clone();
+                let result = Actor::spawn_linked(
+                    None,
+                    PlantSupervisor,
+                    PlantArgs {
+                        spec,
+                        epoch,
+                        sink: sink.clone(),
+                        policy: st.args.policy,
+                        faults: st.args.faults.clone(),
+                    },
+                    myself.get_cell(),
+                )
+                .await;
+                let answer = match result {
+                    Ok((actor, _)) => {
+                        st.plants.insert(
+                            id,
+                            Placed {
+                                epoch,
+                                sink,
+                                actor: actor.clone(),
+                            },
+                        );
+                        Ok(actor)
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                let _ = reply.send(answer);
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<NodeMsg>,
+        evt: SupervisionEvent,
+        st: &mut NodeState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, reason) = match evt {
+            SupervisionEvent::ActorFailed(cell, err) => (cell, err.to_string()),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                (cell, reason.unwrap_or_else(|| "stopped".into()))
+            }
+            _ => return Ok(()),
+        };
+        let Some(plant) = st
+            .plants
+            .iter()
+            .find(|(_, p)| p.actor.get_id() == cell.get_id())
+            .map(|(id, _)| id.clone())
+        else {
+            // An incarnation already replaced: nothing to report.
+            return Ok(());
+        };
+        let placed = st.plants.remove(&plant).expect("found above");
+        tracing::warn!(node = %st.args.node_id, plant = %plant, epoch = placed.epoch, "plant supervisor down: {reason}");
+        (placed.sink)(PlantEvent::PlantDown {
+            plant,
+            epoch: placed.epoch,
+            reason,
+        });
+        Ok(())
+    }
+}
