@@ -175,7 +175,14 @@ impl Actor for PlantSupervisor {
                 }
                 let Some(slot) = st.slots.get_mut(&a.kind) else {
                     let error = format!("plant {} runs no {} agent", st.args.spec.id, a.kind);
-                    st.report(&a.kind.clone(), &a, Outcome::Failed { error, retryable: false });
+                    st.report(
+                        &a.kind.clone(),
+                        &a,
+                        Outcome::Failed {
+                            error,
+                            retryable: false,
+                        },
+                    );
                     return Ok(());
                 };
                 match &slot.actor {
@@ -251,7 +258,11 @@ impl Actor for PlantSupervisor {
         let Some(kind) = st
             .slots
             .iter()
-            .find(|(_, s)| s.actor.as_ref().is_some_and(|a| a.get_id() == cell.get_id()))
+            .find(|(_, s)| {
+                s.actor
+                    .as_ref()
+                    .is_some_and(|a| a.get_id() == cell.get_id())
+            })
             .map(|(k, _)| k.clone())
         else {
             return Ok(());
@@ -288,7 +299,12 @@ impl Actor for PlantSupervisor {
                 let parked: Vec<Assignment> = st
                     .slots
                     .values_mut()
-                    .flat_map(|s| s.parked.drain(..).chain(s.outstanding.drain(..)).collect::<Vec<_>>())
+                    .flat_map(|s| {
+                        s.parked
+                            .drain(..)
+                            .chain(s.outstanding.drain(..))
+                            .collect::<Vec<_>>()
+                    })
                     .collect();
                 for a in &parked {
                     st.report(

@@ -26,7 +26,9 @@ fn no_plant_defaults(_: &mut serde_json::Value, _: &PlantSpec) {}
 
 fn gl009_plant_defaults(req: &mut serde_json::Value, plant: &PlantSpec) {
     if let Some(obj) = req.as_object_mut() {
-        let t = obj.entry("closure_threshold_pct").or_insert(serde_json::Value::Null);
+        let t = obj
+            .entry("closure_threshold_pct")
+            .or_insert(serde_json::Value::Null);
         if t.is_null() {
             *t = serde_json::json!(plant.balance_threshold_pct);
         }
@@ -59,12 +61,10 @@ const fn kind<C: Calculation>(name: &'static str) -> AgentKind {
 }
 
 /// Every agent kind this build serves.
-pub static KINDS: &[AgentKind] = &[
-    AgentKind {
-        plant_defaults: gl009_plant_defaults,
-        ..kind::<calc::gl009_thermal::HeatBalance>("ThermalEfficiency")
-    },
-];
+pub static KINDS: &[AgentKind] = &[AgentKind {
+    plant_defaults: gl009_plant_defaults,
+    ..kind::<calc::gl009_thermal::HeatBalance>("ThermalEfficiency")
+}];
 
 /// Normalises `gl-009`, `GL009`, `gl_009` to the canonical `GL-009`.
 pub fn canonical_id(id: &str) -> String {

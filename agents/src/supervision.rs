@@ -86,13 +86,25 @@ mod tests {
         };
         let mut t = RestartTracker::default();
         let now = Instant::now();
-        assert_eq!(t.on_failure(&p, now), Verdict::Restart(Duration::from_millis(10)));
-        assert_eq!(t.on_failure(&p, now), Verdict::Restart(Duration::from_millis(20)));
-        assert_eq!(t.on_failure(&p, now), Verdict::Restart(Duration::from_millis(25)));
+        assert_eq!(
+            t.on_failure(&p, now),
+            Verdict::Restart(Duration::from_millis(10))
+        );
+        assert_eq!(
+            t.on_failure(&p, now),
+            Verdict::Restart(Duration::from_millis(20))
+        );
+        assert_eq!(
+            t.on_failure(&p, now),
+            Verdict::Restart(Duration::from_millis(25))
+        );
         assert_eq!(t.on_failure(&p, now), Verdict::Escalate);
         // Outside the window the count starts again.
         let later = now + Duration::from_millis(1500);
-        assert_eq!(t.on_failure(&p, later), Verdict::Restart(Duration::from_millis(10)));
+        assert_eq!(
+            t.on_failure(&p, later),
+            Verdict::Restart(Duration::from_millis(10))
+        );
         assert_eq!(t.total, 4);
     }
 }

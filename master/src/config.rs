@@ -135,7 +135,8 @@ impl Config {
         text: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let mut value: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let mut value: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
         for (k, v) in env {
             let Some(path) = k.strip_prefix("HEATMESH_") else {
                 continue;
@@ -178,7 +179,10 @@ impl Config {
                 return Err(invalid(key("id"), format!("duplicate plant id {}", p.id)));
             }
             if p.agents.is_empty() {
-                return Err(invalid(key("agents"), "at least one sub-agent kind is required"));
+                return Err(invalid(
+                    key("agents"),
+                    "at least one sub-agent kind is required",
+                ));
             }
             for (j, a) in p.agents.iter().enumerate() {
                 if registry::lookup(a).is_none() {
@@ -191,7 +195,10 @@ impl Config {
             }
             let t = p.balance_threshold_pct;
             if !t.is_finite() || !(0.0..=100.0).contains(&t) {
-                return Err(invalid(key("balance_threshold_pct"), format!("must be within [0, 100], got {t}")));
+                return Err(invalid(
+                    key("balance_threshold_pct"),
+                    format!("must be within [0, 100], got {t}"),
+                ));
             }
         }
         let s = &self.scheduler;
@@ -267,7 +274,10 @@ mod tests {
 
     #[test]
     fn env_overrides_a_nested_key() {
-        let env = vec![("HEATMESH_SCHEDULER__MAX_ATTEMPTS".to_string(), "7".to_string())];
+        let env = vec![(
+            "HEATMESH_SCHEDULER__MAX_ATTEMPTS".to_string(),
+            "7".to_string(),
+        )];
         let c = Config::from_toml_with_env(SAMPLE_FLEET, env).unwrap();
         assert_eq!(c.scheduler.max_attempts, 7);
     }
@@ -275,12 +285,24 @@ mod tests {
     #[test]
     fn errors_name_the_key() {
         let bad = SAMPLE_FLEET.replacen("\"GL-009\"", "\"GL-999\"", 1);
-        let e = Config::from_toml_with_env(&bad, no_env()).unwrap_err().to_string();
-        assert!(e.contains("plants[0].agents[0]") && e.contains("unknown agent kind GL-999"), "{e}");
-        let env = vec![("HEATMESH_SCHEDULER__MAX_ATTEMPTS".to_string(), "0".to_string())];
-        let e = Config::from_toml_with_env(SAMPLE_FLEET, env).unwrap_err().to_string();
+        let e = Config::from_toml_with_env(&bad, no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("plants[0].agents[0]") && e.contains("unknown agent kind GL-999"),
+            "{e}"
+        );
+        let env = vec![(
+            "HEATMESH_SCHEDULER__MAX_ATTEMPTS".to_string(),
+            "0".to_string(),
+        )];
+        let e = Config::from_toml_with_env(SAMPLE_FLEET, env)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("scheduler.max_attempts"), "{e}");
-        let e = Config::from_toml_with_env("bogus_key = 1", no_env()).unwrap_err().to_string();
+        let e = Config::from_toml_with_env("bogus_key = 1", no_env())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bogus_key"), "{e}");
     }
 }

@@ -136,6 +136,20 @@ impl Ledger {
         self.tx.send(c).map_err(|_| LedgerError::Closed)
     }
 
+    /// Resolves once every commit queued before it is durable, so reads that follow see
+    /// every change made so far.
+    pub async fn barrier(&self) -> Result<(), LedgerError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(Commit {
+            ops: Vec::new(),
+            events: Vec::new(),
+            done: Some(Box::new(move |r| {
+                let _ = tx.send(r);
+            })),
+        })?;
+        rx.await.map_err(|_| LedgerError::Closed)?
+    }
+
     /// Subscribes to every durable task change.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<TaskRecord>> {
         self.events.subscribe()
@@ -156,7 +170,8 @@ impl Ledger {
                 self.db.flush()?;
                 Ok(())
             });
-            metrics::histogram!("heatmesh_ledger_commit_seconds").record(started.elapsed().as_secs_f64());
+            metrics::histogram!("heatmesh_ledger_commit_seconds")
+                .record(started.elapsed().as_secs_f64());
             metrics::histogram!("heatmesh_ledger_commit_batch_size").record(group.len() as f64);
             if let Err(e) = &result {
                 tracing::error!("ledger commit of {} writes failed: {e}", group.len());
@@ -191,13 +206,16 @@ impl Ledger {
                 }
                 Op::Placement { plant, node, epoch } => {
                     let v = serde_json::json!({ "node": node, "epoch": epoch });
-                    self.meta
-                        .insert(format!("placement/{plant}").as_bytes(), v.to_string().as_bytes())?;
+                    self.meta.insert(
+                        format!("placement/{plant}").as_bytes(),
+                        v.to_string().as_bytes(),
+                    )?;
                 }
             }
         }
-        self.tasks.apply_batch(tasks)?;
+        // Journal first: a record read is then never ahead of its own history.
         self.journal.apply_batch(journal)?;
+        self.tasks.apply_batch(tasks)?;
         Ok(())
     }
 
@@ -253,13 +271,15 @@ impl Ledger {
 
     /// The last recorded epoch of a plant (0 if never placed).
     pub fn placement_epoch(&self, plant: &str) -> Result<u64, LedgerError> {
-        Ok(match self.meta.get(format!("placement/{plant}").as_bytes())? {
-            Some(v) => {
-                let j: serde_json::Value = decode(plant.as_bytes(), &v)?;
-                j["epoch"].as_u64().unwrap_or(0)
-            }
-            None => 0,
-        })
+        Ok(
+            match self.meta.get(format!("placement/{plant}").as_bytes())? {
+                Some(v) => {
+                    let j: serde_json::Value = decode(plant.as_bytes(), &v)?;
+                    j["epoch"].as_u64().unwrap_or(0)
+                }
+                None => 0,
+            },
+        )
     }
 
     /// Flushes synchronously (used at shutdown).

@@ -129,17 +129,21 @@ pub enum MasterMsg {
     /// Cancel a task.
     Cancel(u64, String, RpcReplyPort<Result<TaskRecord, ApiError>>),
     /// Put failed tasks back to pending (optional plant and kind filters).
-    RetryFailed(Option<String>, Option<String>, RpcReplyPort<Result<Vec<u64>, ApiError>>),
+    RetryFailed(
+        Option<String>,
+        Option<String>,
+        RpcReplyPort<Result<Vec<u64>, ApiError>>,
+    ),
     /// Cancel orphaned tasks unchanged for longer than this.
     ClearOrphaned(Duration, RpcReplyPort<Result<Vec<u64>, ApiError>>),
-    /// The in-memory state of an active task (fresher than the ledger's).
-    Active(u64, RpcReplyPort<Option<TaskRecord>>),
     /// Operator view.
     Snapshot(RpcReplyPort<MeshSnapshot>),
     /// Hold (true) or resume (false) dispatching; accepted tasks still queue.
     SetPaused(bool),
     /// Arm rehearsal faults on an agent.
     InjectFault(String, String, Fault, RpcReplyPort<Result<(), ApiError>>),
+    /// Ledger callback: a terminal record is durable; drop it from memory.
+    Retired(u64, u64),
     /// Timer: retries, deadlines, leases, gauges.
     Tick,
 }
@@ -178,6 +182,7 @@ type QueueKey = (String, String);
 /// Master state.
 pub struct MasterState {
     cfg: Config,
+    myself: Option<ActorRef<MasterMsg>>,
     ledger: Ledger,
     node: Arc<dyn NodeLink>,
     faults: FaultTable,
@@ -244,18 +249,28 @@ impl MasterState {
         };
         let rec = t.rec.clone();
         let key = Self::queue_key(&rec);
-        if from == Status::Dispatched {
-            if let Some(n) = self.in_flight.get_mut(&key) {
-                *n = n.saturating_sub(1);
-            }
+        if from == Status::Dispatched
+            && let Some(n) = self.in_flight.get_mut(&key)
+        {
+            *n = n.saturating_sub(1);
         }
         self.bump_count(from, -1);
         self.bump_count(to, 1);
+        let mut done = done;
         if to.is_terminal() {
-            let t = self.active.remove(&id).expect("present above");
-            if let Some(k) = &t.rec.idempotency_key {
-                self.idem.remove(k);
-            }
+            // The task stays readable in memory until its terminal record is durable, so a
+            // read never falls back to an older ledger record.
+            let seq = self.seq;
+            let retire = self.myself.clone();
+            let then = done.take();
+            done = Some(Box::new(move |r: Result<(), LedgerError>| {
+                if let Some(m) = retire {
+                    let _ = m.cast(MasterMsg::Retired(id, seq));
+                }
+                if let Some(f) = then {
+                    f(r);
+                }
+            }));
             if to == Status::Failed {
                 self.failed.insert(id);
             }
@@ -265,7 +280,18 @@ impl MasterState {
                 metrics::histogram!("heatmesh_task_latency_seconds").record(secs);
             }
         }
-        self.write(vec![Op::Put(rec.clone()), Op::Journal { id, seq: self.seq, entry }], vec![rec], done);
+        self.write(
+            vec![
+                Op::Put(rec.clone()),
+                Op::Journal {
+                    id,
+                    seq: self.seq,
+                    entry,
+                },
+            ],
+            vec![rec],
+            done,
+        );
     }
 
     fn write(&self, ops: Vec<Op>, events: Vec<TaskRecord>, done: Option<Callback>) {
@@ -290,7 +316,12 @@ impl MasterState {
             .is_some_and(|t| self.plants.contains_key(&t.rec.plant_id));
         self.transition(id, Status::Orphaned, reason, None);
         if known {
-            self.transition(id, Status::Pending, "re-queued after orphaning".into(), None);
+            self.transition(
+                id,
+                Status::Pending,
+                "re-queued after orphaning".into(),
+                None,
+            );
             self.enqueue(id);
         }
     }
@@ -316,7 +347,10 @@ impl MasterState {
             self.delayed.insert((Instant::now() + delay, id));
         } else {
             let detail = if retryable {
-                format!("attempt {} failed, no attempts left: {error}", t.rec.attempt)
+                format!(
+                    "attempt {} failed, no attempts left: {error}",
+                    t.rec.attempt
+                )
             } else {
                 format!("attempt {} failed, not retryable: {error}", t.rec.attempt)
             };
@@ -362,7 +396,10 @@ impl MasterState {
                 kind: key.1.clone(),
                 payload: t.payload.clone(),
             };
-            let detail = format!("attempt {} to {} (epoch {epoch}) on {node}", a.attempt, t.rec.agent);
+            let detail = format!(
+                "attempt {} to {} (epoch {epoch}) on {node}",
+                a.attempt, t.rec.agent
+            );
             self.transition(id, Status::Dispatched, detail, None);
             *self.in_flight.entry(key.clone()).or_insert(0) += 1;
             self.leases.insert((Instant::now() + lease, id, a.attempt));
@@ -384,7 +421,14 @@ impl MasterState {
         }
     }
 
-    fn on_task_done(&mut self, task_id: u64, attempt: u32, epoch: u64, agent: String, outcome: Outcome) {
+    fn on_task_done(
+        &mut self,
+        task_id: u64,
+        attempt: u32,
+        epoch: u64,
+        agent: String,
+        outcome: Outcome,
+    ) {
         let current = self.active.get(&task_id).is_some_and(|t| {
             t.rec.status == Status::Dispatched && t.rec.attempt == attempt && t.rec.epoch == epoch
         });
@@ -393,7 +437,11 @@ impl MasterState {
             tracing::debug!(task_id, attempt, epoch, "stale result rejected");
             return;
         }
-        let key = self.active.get(&task_id).map(|t| Self::queue_key(&t.rec)).expect("current");
+        let key = self
+            .active
+            .get(&task_id)
+            .map(|t| Self::queue_key(&t.rec))
+            .expect("current");
         match outcome {
             Outcome::Completed(json) => {
                 let t = self.active.get_mut(&task_id).expect("current");
@@ -402,7 +450,12 @@ impl MasterState {
                 if let Some(a) = self.agents.get_mut(&key) {
                     a.completed += 1;
                 }
-                self.transition(task_id, Status::Completed, format!("completed by {agent}"), None);
+                self.transition(
+                    task_id,
+                    Status::Completed,
+                    format!("completed by {agent}"),
+                    None,
+                );
             }
             Outcome::Failed { error, retryable } => self.attempt_failed(task_id, error, retryable),
             Outcome::Orphaned { reason } => self.orphan(task_id, reason),
@@ -410,7 +463,13 @@ impl MasterState {
         self.pump(&key);
     }
 
-    fn on_plant_down(&mut self, myself: &ActorRef<MasterMsg>, plant: String, epoch: u64, reason: String) {
+    fn on_plant_down(
+        &mut self,
+        myself: &ActorRef<MasterMsg>,
+        plant: String,
+        epoch: u64,
+        reason: String,
+    ) {
         let Some(p) = self.plants.get_mut(&plant) else {
             return;
         };
@@ -423,11 +482,18 @@ impl MasterState {
         let lost: Vec<u64> = self
             .active
             .iter()
-            .filter(|(_, t)| t.rec.plant_id == plant && t.rec.status == Status::Dispatched && t.rec.epoch == epoch)
+            .filter(|(_, t)| {
+                t.rec.plant_id == plant
+                    && t.rec.status == Status::Dispatched
+                    && t.rec.epoch == epoch
+            })
             .map(|(id, _)| *id)
             .collect();
         for id in lost {
-            self.orphan(id, format!("plant {plant} epoch {epoch} went down: {reason}"));
+            self.orphan(
+                id,
+                format!("plant {plant} epoch {epoch} went down: {reason}"),
+            );
         }
         for a in self.agents.values_mut().filter(|a| a.plant == plant) {
             a.status = AgentStatus::Failed;
@@ -458,8 +524,15 @@ impl MasterState {
         let sink = sink_for(myself);
         tokio::spawn(async move {
             let plant = spec.id.clone();
-            let result = node.spawn_plant(spec, epoch, sink).await.map_err(|e| e.to_string());
-            let _ = master.cast(MasterMsg::Placed { plant, epoch, result });
+            let result = node
+                .spawn_plant(spec, epoch, sink)
+                .await
+                .map_err(|e| e.to_string());
+            let _ = master.cast(MasterMsg::Placed {
+                plant,
+                epoch,
+                result,
+            });
         });
     }
 
@@ -478,9 +551,15 @@ impl MasterState {
                 break;
             }
             self.deadlines.pop_first();
-            if let Some(t) = self.active.get_mut(&id) {
+            if let Some(t) = self
+                .active
+                .get_mut(&id)
+                .filter(|t| !t.rec.status.is_terminal())
+            {
                 let late_ms = (wall - t.rec.created_us) / 1000;
-                t.rec.error = Some(format!("DEADLINE_EXCEEDED: not completed within {late_ms} ms of acceptance"));
+                t.rec.error = Some(format!(
+                    "DEADLINE_EXCEEDED: not completed within {late_ms} ms of acceptance"
+                ));
                 self.transition(id, Status::Failed, "deadline exceeded".into(), None);
             }
         }
@@ -507,24 +586,35 @@ impl MasterState {
         metrics::gauge!("heatmesh_queue_depth").set(depth as f64);
     }
 
-    fn submit(&mut self, myself: &ActorRef<MasterMsg>, t: NewTask, reply: RpcReplyPort<Result<Submitted, ApiError>>) {
+    fn submit(
+        &mut self,
+        myself: &ActorRef<MasterMsg>,
+        t: NewTask,
+        reply: RpcReplyPort<Result<Submitted, ApiError>>,
+    ) {
         if let Some(key) = &t.idempotency_key {
-            if let Some(&id) = self.idem.get(key) {
-                if let Some(a) = self.active.get_mut(&id) {
-                    if a.durable {
-                        let _ = reply.send(Ok(Submitted { task: a.rec.clone(), duplicate: true }));
-                    } else {
-                        a.waiters.push(reply);
-                    }
-                    return;
+            if let Some(&id) = self.idem.get(key)
+                && let Some(a) = self.active.get_mut(&id)
+            {
+                if a.durable {
+                    let _ = reply.send(Ok(Submitted {
+                        task: a.rec.clone(),
+                        duplicate: true,
+                    }));
+                } else {
+                    a.waiters.push(reply);
                 }
+                return;
             }
             match self.ledger.idempotent(key).and_then(|id| match id {
                 Some(id) => self.ledger.get(id),
                 None => Ok(None),
             }) {
                 Ok(Some(rec)) => {
-                    let _ = reply.send(Ok(Submitted { task: rec, duplicate: true }));
+                    let _ = reply.send(Ok(Submitted {
+                        task: rec,
+                        duplicate: true,
+                    }));
                     return;
                 }
                 Ok(None) => {}
@@ -596,7 +686,14 @@ impl MasterState {
         let master = myself.clone();
         let answer = rec.clone();
         let done: Callback = Box::new(move |r| {
-            let _ = reply.send(r.clone().map(|_| Submitted { task: answer, duplicate: false }).map_err(ApiError::from));
+            let _ = reply.send(
+                r.clone()
+                    .map(|_| Submitted {
+                        task: answer,
+                        duplicate: false,
+                    })
+                    .map_err(ApiError::from),
+            );
             let _ = master.cast(MasterMsg::Durable(id, r));
         });
         self.write(ops, vec![rec], Some(done));
@@ -611,7 +708,10 @@ impl MasterState {
             Ok(()) => {
                 t.durable = true;
                 for w in waiters {
-                    let _ = w.send(Ok(Submitted { task: t.rec.clone(), duplicate: true }));
+                    let _ = w.send(Ok(Submitted {
+                        task: t.rec.clone(),
+                        duplicate: true,
+                    }));
                 }
                 let key = Self::queue_key(&t.rec);
                 self.enqueue(id);
@@ -662,8 +762,16 @@ impl MasterState {
         plants.sort_by(|a, b| a.spec.id.cmp(&b.spec.id));
         let mut agents: Vec<AgentView> = self.agents.values().cloned().collect();
         agents.sort_by(|a, b| (&a.plant, &a.kind).cmp(&(&b.plant, &b.kind)));
-        let nodes = vec![(node, self.node.address(), plants.iter().map(|p| p.spec.id.clone()).collect())];
-        MeshSnapshot { plants, agents, nodes }
+        let nodes = vec![(
+            node,
+            self.node.address(),
+            plants.iter().map(|p| p.spec.id.clone()).collect(),
+        )];
+        MeshSnapshot {
+            plants,
+            agents,
+            nodes,
+        }
     }
 
     /// Rebuilds the active set from the ledger after a (re)start: dispatched and orphaned
@@ -704,7 +812,12 @@ impl MasterState {
         for (id, status, known) in requeue {
             if !known {
                 if status != Status::Orphaned {
-                    self.transition(id, Status::Orphaned, "plant is not in the fleet configuration".into(), None);
+                    self.transition(
+                        id,
+                        Status::Orphaned,
+                        "plant is not in the fleet configuration".into(),
+                        None,
+                    );
                 }
                 continue;
             }
@@ -715,9 +828,12 @@ impl MasterState {
                     "master restarted while dispatched; re-queued".into(),
                     None,
                 ),
-                Status::Orphaned => {
-                    self.transition(id, Status::Pending, "master restarted; orphan re-queued".into(), None)
-                }
+                Status::Orphaned => self.transition(
+                    id,
+                    Status::Pending,
+                    "master restarted; orphan re-queued".into(),
+                    None,
+                ),
                 _ => {}
             }
             self.enqueue(id);
@@ -734,8 +850,13 @@ impl Actor for Master {
     type State = MasterState;
     type Arguments = MasterArgs;
 
-    async fn pre_start(&self, myself: ActorRef<MasterMsg>, args: MasterArgs) -> Result<MasterState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<MasterMsg>,
+        args: MasterArgs,
+    ) -> Result<MasterState, ActorProcessingErr> {
         let mut st = MasterState {
+            myself: Some(myself.clone()),
             plants: HashMap::new(),
             ledger: args.ledger,
             node: args.node,
@@ -773,40 +894,69 @@ impl Actor for Master {
         for id in ids {
             st.place(&myself, &id);
         }
-        myself.send_interval(Duration::from_millis(st.cfg.scheduler.tick_ms), || MasterMsg::Tick);
+        myself.send_interval(Duration::from_millis(st.cfg.scheduler.tick_ms), || {
+            MasterMsg::Tick
+        });
         Ok(st)
     }
 
-    async fn handle(&self, myself: ActorRef<MasterMsg>, msg: MasterMsg, st: &mut MasterState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<MasterMsg>,
+        msg: MasterMsg,
+        st: &mut MasterState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             MasterMsg::Submit(t, reply) => st.submit(&myself, t, reply),
             MasterMsg::Durable(id, r) => st.on_durable(id, r),
             MasterMsg::Plant(ev) => match ev {
-                PlantEvent::TaskDone { task_id, attempt, epoch, agent, outcome, .. } => {
-                    st.on_task_done(task_id, attempt, epoch, agent, outcome)
-                }
-                PlantEvent::AgentChanged { plant, kind, status, restarts, epoch } => {
+                PlantEvent::TaskDone {
+                    task_id,
+                    attempt,
+                    epoch,
+                    agent,
+                    outcome,
+                    ..
+                } => st.on_task_done(task_id, attempt, epoch, agent, outcome),
+                PlantEvent::AgentChanged {
+                    plant,
+                    kind,
+                    status,
+                    restarts,
+                    epoch,
+                } => {
                     if st.plants.get(&plant).is_some_and(|p| p.epoch == epoch) {
                         let node = st.node.id().to_string();
-                        let a = st.agents.entry((plant.clone(), kind.clone())).or_insert(AgentView {
-                            plant,
-                            kind,
-                            status,
-                            restarts: 0,
-                            epoch,
-                            node,
-                            completed: 0,
-                            last_change_us: 0,
-                        });
+                        let a =
+                            st.agents
+                                .entry((plant.clone(), kind.clone()))
+                                .or_insert(AgentView {
+                                    plant,
+                                    kind,
+                                    status,
+                                    restarts: 0,
+                                    epoch,
+                                    node,
+                                    completed: 0,
+                                    last_change_us: 0,
+                                });
                         a.status = status;
                         a.restarts = restarts.max(a.restarts);
                         a.epoch = epoch;
                         a.last_change_us = now_us();
                     }
                 }
-                PlantEvent::PlantDown { plant, epoch, reason } => st.on_plant_down(&myself, plant, epoch, reason),
+                PlantEvent::PlantDown {
+                    plant,
+                    epoch,
+                    reason,
+                } => st.on_plant_down(&myself, plant, epoch, reason),
             },
-            MasterMsg::Placed { plant, epoch, result } => {
+            MasterMsg::Placed {
+                plant,
+                epoch,
+                result,
+            } => {
                 let Some(p) = st.plants.get_mut(&plant) else {
                     return Ok(());
                 };
@@ -819,7 +969,12 @@ impl Actor for Master {
                         p.status = "running";
                         p.replace_failures = 0;
                         tracing::info!(plant = %plant, epoch, "plant placed");
-                        let keys: Vec<QueueKey> = p.spec.agents.iter().map(|k| (plant.clone(), k.clone())).collect();
+                        let keys: Vec<QueueKey> = p
+                            .spec
+                            .agents
+                            .iter()
+                            .map(|k| (plant.clone(), k.clone()))
+                            .collect();
                         for k in keys {
                             st.pump(&k);
                         }
@@ -827,7 +982,11 @@ impl Actor for Master {
                     Err(e) => {
                         p.status = "failed";
                         p.replace_failures += 1;
-                        let delay = backoff(st.cfg.scheduler.replace_backoff_ms, 30_000, p.replace_failures);
+                        let delay = backoff(
+                            st.cfg.scheduler.replace_backoff_ms,
+                            30_000,
+                            p.replace_failures,
+                        );
                         tracing::error!(plant = %plant, epoch, "placement failed: {e}; retry in {delay:?}");
                         myself.send_after(delay, move || MasterMsg::Replace(plant));
                     }
@@ -835,9 +994,17 @@ impl Actor for Master {
             }
             MasterMsg::Replace(plant) => st.place(&myself, &plant),
             MasterMsg::Cancel(id, reason, reply) => {
-                if st.active.contains_key(&id) {
+                if st
+                    .active
+                    .get(&id)
+                    .is_some_and(|t| !t.rec.status.is_terminal())
+                {
                     let ledger = st.ledger.clone();
-                    let detail = if reason.is_empty() { "cancelled by operator".to_string() } else { format!("cancelled: {reason}") };
+                    let detail = if reason.is_empty() {
+                        "cancelled by operator".to_string()
+                    } else {
+                        format!("cancelled: {reason}")
+                    };
                     if let Some(t) = st.active.get_mut(&id) {
                         t.rec.error = Some(detail.clone());
                     }
@@ -847,13 +1014,16 @@ impl Actor for Master {
                         detail,
                         Some(Box::new(move |r| {
                             let answer = r.map_err(ApiError::from).and_then(|_| {
-                                ledger.get(id)?.ok_or_else(|| ApiError::NotFound(format!("task {id} not found")))
+                                ledger.get(id)?.ok_or_else(|| {
+                                    ApiError::NotFound(format!("task {id} not found"))
+                                })
                             });
                             let _ = reply.send(answer);
                         })),
                     );
                 } else {
-                    let answer = match st.ledger.get(id) {
+                    let current = st.active.get(&id).map(|t| Ok(Some(t.rec.clone())));
+                    let answer = match current.unwrap_or_else(|| st.ledger.get(id)) {
                         Ok(Some(rec)) => Err(ApiError::FailedPrecondition(format!(
                             "task {id} is already {}; only pending, dispatched or orphaned tasks can be cancelled",
                             rec.status.as_str()
@@ -868,7 +1038,8 @@ impl Actor for Master {
                 let mut retried = Vec::new();
                 let candidates: Vec<u64> = st.failed.iter().copied().collect();
                 for id in candidates {
-                    let rec = match st.ledger.get(id) {
+                    let in_memory = st.active.get(&id).map(|t| Ok(Some(t.rec.clone())));
+                    let rec = match in_memory.unwrap_or_else(|| st.ledger.get(id)) {
                         Ok(Some(r)) => r,
                         Ok(None) => continue,
                         Err(e) => {
@@ -897,7 +1068,12 @@ impl Actor for Master {
                             waiters: Vec::new(),
                         },
                     );
-                    st.transition(id, Status::Pending, "retried by operator (attempt budget reset, deadline cleared)".into(), None);
+                    st.transition(
+                        id,
+                        Status::Pending,
+                        "retried by operator (attempt budget reset, deadline cleared)".into(),
+                        None,
+                    );
                     st.enqueue(id);
                     retried.push(id);
                 }
@@ -921,9 +1097,6 @@ impl Actor for Master {
                 }
                 let _ = reply.send(Ok(ids));
             }
-            MasterMsg::Active(id, reply) => {
-                let _ = reply.send(st.active.get(&id).map(|t| t.rec.clone()));
-            }
             MasterMsg::Snapshot(reply) => {
                 let _ = reply.send(st.snapshot());
             }
@@ -939,12 +1112,27 @@ impl Actor for Master {
                         "fault injection is disabled; set allow_fault_injection = true".into(),
                     ))
                 } else if !st.agents.contains_key(&(plant.clone(), kind.clone())) {
-                    Err(ApiError::NotFound(format!("no agent {kind} on plant {plant}")))
+                    Err(ApiError::NotFound(format!(
+                        "no agent {kind} on plant {plant}"
+                    )))
                 } else {
                     st.faults.set(&plant, &kind, fault);
                     Ok(())
                 };
                 let _ = reply.send(answer);
+            }
+            MasterMsg::Retired(id, seq) => {
+                if st
+                    .active
+                    .get(&id)
+                    .is_some_and(|t| t.rec.seq == seq && t.rec.status.is_terminal())
+                {
+                    let t = st.active.remove(&id).expect("checked");
+                    st.bump_count(t.rec.status, -1);
+                    if let Some(k) = &t.rec.idempotency_key {
+                        st.idem.remove(k);
+                    }
+                }
             }
             MasterMsg::Tick => st.tick(),
         }

@@ -79,7 +79,8 @@ pub fn metrics_handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let latency = [
-                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                30.0,
             ];
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)
@@ -174,8 +175,12 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningMesh, St
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
         .tcp_nodelay(true)
-        .add_service(TaskServiceServer::new(api.clone()).max_decoding_message_size(MAX_DECODE_BYTES))
-        .add_service(MeshServiceServer::new(api.clone()).max_decoding_message_size(MAX_DECODE_BYTES))
+        .add_service(
+            TaskServiceServer::new(api.clone()).max_decoding_message_size(MAX_DECODE_BYTES),
+        )
+        .add_service(
+            MeshServiceServer::new(api.clone()).max_decoding_message_size(MAX_DECODE_BYTES),
+        )
         .add_service(health)
         .add_service(reflection);
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
@@ -228,7 +233,10 @@ fn http_router(metrics: PrometheusHandle, master: ActorRef<MasterMsg>) -> axum::
     use axum::http::StatusCode;
     use axum::routing::get;
     axum::Router::new()
-        .route("/metrics", get(move || std::future::ready(metrics.render())))
+        .route(
+            "/metrics",
+            get(move || std::future::ready(metrics.render())),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/readyz",
@@ -246,10 +254,16 @@ fn http_router(metrics: PrometheusHandle, master: ActorRef<MasterMsg>) -> axum::
                             if down.is_empty() {
                                 (StatusCode::OK, "ready\n".to_string())
                             } else {
-                                (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", down.join(", ")))
+                                (
+                                    StatusCode::SERVICE_UNAVAILABLE,
+                                    format!("not ready: {}\n", down.join(", ")),
+                                )
                             }
                         }
-                        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("master unavailable: {e}\n")),
+                        Err(e) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("master unavailable: {e}\n"),
+                        ),
                     }
                 }
             }),
@@ -271,10 +285,10 @@ impl RunningMesh {
     pub async fn wait_ready(&self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if let Ok(s) = ractor::call!(self.master, MasterMsg::Snapshot) {
-                if s.plants.iter().all(|p| p.status == "running") {
-                    return true;
-                }
+            if let Ok(s) = ractor::call!(self.master, MasterMsg::Snapshot)
+                && s.plants.iter().all(|p| p.status == "running")
+            {
+                return true;
             }
             if tokio::time::Instant::now() >= deadline {
                 return false;

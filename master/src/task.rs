@@ -81,9 +81,14 @@ impl Priority {
 
     /// Parses the lower-case name.
     pub fn parse(s: &str) -> Option<Priority> {
-        [Priority::Critical, Priority::High, Priority::Normal, Priority::Low]
-            .into_iter()
-            .find(|p| p.as_str() == s)
+        [
+            Priority::Critical,
+            Priority::High,
+            Priority::Normal,
+            Priority::Low,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == s)
     }
 }
 

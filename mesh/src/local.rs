@@ -15,12 +15,13 @@ impl LocalNode {
     /// Starts the node agent.
     pub async fn start(args: NodeAgentArgs) -> Result<Self, MeshError> {
         let id = args.node_id.clone();
-        let (agent, _) = Actor::spawn(None, NodeAgent, args)
-            .await
-            .map_err(|e| MeshError::NodeUnavailable {
-                node: id.clone(),
-                reason: e.to_string(),
-            })?;
+        let (agent, _) =
+            Actor::spawn(None, NodeAgent, args)
+                .await
+                .map_err(|e| MeshError::NodeUnavailable {
+                    node: id.clone(),
+                    reason: e.to_string(),
+                })?;
         Ok(LocalNode { id, agent })
     }
 

@@ -1,7 +1,9 @@
 //! The per-node actor that starts and watches plant supervisors.
 
 use heatmesh_agents::fault::FaultTable;
-use heatmesh_agents::{EventSink, PlantArgs, PlantEvent, PlantMsg, PlantSpec, PlantSupervisor, RestartPolicy};
+use heatmesh_agents::{
+    EventSink, PlantArgs, PlantEvent, PlantMsg, PlantSpec, PlantSupervisor, RestartPolicy,
+};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use std::collections::HashMap;
 

@@ -55,11 +55,11 @@ impl Api {
         ractor::call!(self.master, msg).map_err(|e| GrpcStatus::unavailable(format!("master: {e}")))
     }
 
+    /// The task as of every change made so far (waits for queued ledger writes).
     async fn current(&self, id: u64) -> Result<Option<crate::task::TaskRecord>, GrpcStatus> {
-        if let Some(rec) = self.call(|r| MasterMsg::Active(id, r)).await? {
-            return Ok(Some(rec));
-        }
-        self.ledger.get(id).map_err(|e| GrpcStatus::unavailable(e.to_string()))
+        let unavailable = |e: crate::ledger::LedgerError| GrpcStatus::unavailable(e.to_string());
+        self.ledger.barrier().await.map_err(unavailable)?;
+        self.ledger.get(id).map_err(unavailable)
     }
 
     /// Validates a submit request and turns it into a [`NewTask`].
@@ -68,14 +68,19 @@ impl Api {
         if req.plant_id.trim().is_empty() {
             return Err(GrpcStatus::invalid_argument("plant_id: required"));
         }
-        let plant = self.config.plants.iter().find(|p| p.id == req.plant_id).ok_or_else(|| {
-            let known: Vec<&str> = self.config.plants.iter().map(|p| p.id.as_str()).collect();
-            GrpcStatus::not_found(format!(
-                "plant_id: no plant {:?} in the fleet; known: {}",
-                req.plant_id,
-                known.join(", ")
-            ))
-        })?;
+        let plant = self
+            .config
+            .plants
+            .iter()
+            .find(|p| p.id == req.plant_id)
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.config.plants.iter().map(|p| p.id.as_str()).collect();
+                GrpcStatus::not_found(format!(
+                    "plant_id: no plant {:?} in the fleet; known: {}",
+                    req.plant_id,
+                    known.join(", ")
+                ))
+            })?;
         if let Some(p) = &req.payload {
             let size = prost::Message::encoded_len(p);
             if size > limits.max_payload_bytes {
@@ -96,8 +101,9 @@ impl Api {
         let deadline = match req.deadline {
             None => None,
             Some(d) => {
-                let d = Duration::try_from(d)
-                    .map_err(|_| GrpcStatus::invalid_argument("deadline: must be a positive duration"))?;
+                let d = Duration::try_from(d).map_err(|_| {
+                    GrpcStatus::invalid_argument("deadline: must be a positive duration")
+                })?;
                 if d.is_zero() || d > MAX_DEADLINE {
                     return Err(GrpcStatus::invalid_argument(format!(
                         "deadline: must be > 0 and at most {} days, got {d:?}",
@@ -130,15 +136,20 @@ impl Api {
                 plant.agents.join(", ")
             )));
         }
-        let mut json: serde_json::Value = serde_json::from_slice(&decoded.json)
-            .map_err(|e| GrpcStatus::invalid_argument(format!("{}: not valid JSON: {e}", decoded.field)))?;
+        let mut json: serde_json::Value = serde_json::from_slice(&decoded.json).map_err(|e| {
+            GrpcStatus::invalid_argument(format!("{}: not valid JSON: {e}", decoded.field))
+        })?;
         (kind.plant_defaults)(&mut json, plant);
         let payload = json.to_string();
         (kind.validate_json)(payload.as_bytes()).map_err(|e| {
-            let msg = match e.field() {
-                Some(f) if f == "payload" => format!("{}: {}", decoded.field, e),
-                Some(_) => format!("{}.{e}", decoded.field),
-                None => format!("{}: {e}", decoded.field),
+            let msg = match &e {
+                heatmesh_agents::calc::CalcError::Invalid { field, rule } if field == "payload" => {
+                    format!("{}: {rule}", decoded.field)
+                }
+                heatmesh_agents::calc::CalcError::Invalid { .. } => {
+                    format!("{}.{e}", decoded.field)
+                }
+                _ => format!("{}: {e}", decoded.field),
             };
             GrpcStatus::invalid_argument(msg)
         })?;
@@ -158,7 +169,10 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, GrpcStatus>> + Send>>;
 
 #[tonic::async_trait]
 impl TaskService for Api {
-    async fn submit_task(&self, req: Request<pb::SubmitTaskRequest>) -> Result<Response<pb::SubmitTaskResponse>, GrpcStatus> {
+    async fn submit_task(
+        &self,
+        req: Request<pb::SubmitTaskRequest>,
+    ) -> Result<Response<pb::SubmitTaskResponse>, GrpcStatus> {
         let task = self.validate_submit(req.into_inner())?;
         let s = self.call(|r| MasterMsg::Submit(task, r)).await??;
         Ok(Response::new(pb::SubmitTaskResponse {
@@ -167,20 +181,35 @@ impl TaskService for Api {
         }))
     }
 
-    async fn get_task(&self, req: Request<pb::GetTaskRequest>) -> Result<Response<pb::Task>, GrpcStatus> {
+    async fn get_task(
+        &self,
+        req: Request<pb::GetTaskRequest>,
+    ) -> Result<Response<pb::Task>, GrpcStatus> {
         let id = parse_id("id", &req.get_ref().id)?;
-        let rec = self.current(id).await?.ok_or_else(|| GrpcStatus::not_found(format!("task {id} not found")))?;
-        let history = self.ledger.history(id).map_err(|e| GrpcStatus::unavailable(e.to_string()))?;
+        let rec = self
+            .current(id)
+            .await?
+            .ok_or_else(|| GrpcStatus::not_found(format!("task {id} not found")))?;
+        let history = self
+            .ledger
+            .history(id)
+            .map_err(|e| GrpcStatus::unavailable(e.to_string()))?;
         Ok(Response::new(task_to_proto(&rec, history)))
     }
 
     type WatchTaskStream = BoxStream<pb::Task>;
 
-    async fn watch_task(&self, req: Request<pb::GetTaskRequest>) -> Result<Response<Self::WatchTaskStream>, GrpcStatus> {
+    async fn watch_task(
+        &self,
+        req: Request<pb::GetTaskRequest>,
+    ) -> Result<Response<Self::WatchTaskStream>, GrpcStatus> {
         let id = parse_id("id", &req.get_ref().id)?;
         // Subscribe before reading, so no change between the read and the feed is missed.
         let mut events = self.ledger.subscribe();
-        let first = self.current(id).await?.ok_or_else(|| GrpcStatus::not_found(format!("task {id} not found")))?;
+        let first = self
+            .current(id)
+            .await?
+            .ok_or_else(|| GrpcStatus::not_found(format!("task {id} not found")))?;
         let ledger = self.ledger.clone();
         let stream = async_stream(move |tx| async move {
             let mut last_seq = first.seq;
@@ -211,15 +240,37 @@ impl TaskService for Api {
         Ok(Response::new(stream))
     }
 
-    async fn list_tasks(&self, req: Request<pb::ListTasksRequest>) -> Result<Response<pb::ListTasksResponse>, GrpcStatus> {
+    async fn list_tasks(
+        &self,
+        req: Request<pb::ListTasksRequest>,
+    ) -> Result<Response<pb::ListTasksResponse>, GrpcStatus> {
         let req = req.into_inner();
-        let statuses: Vec<Status> = req.status.iter().map(|s| status_from_proto(*s)).collect::<Result<_, _>>()?;
+        let statuses: Vec<Status> = req
+            .status
+            .iter()
+            .map(|s| status_from_proto(*s))
+            .collect::<Result<_, _>>()?;
         if req.page_size > 1000 {
-            return Err(GrpcStatus::invalid_argument(format!("page_size: must be at most 1000, got {}", req.page_size)));
+            return Err(GrpcStatus::invalid_argument(format!(
+                "page_size: must be at most 1000, got {}",
+                req.page_size
+            )));
         }
-        let size = if req.page_size == 0 { 100 } else { req.page_size as usize };
-        let before = if req.page_token.is_empty() { None } else { Some(parse_id("page_token", &req.page_token)?) };
-        let kind = if req.agent_kind.is_empty() { None } else { Some(registry::canonical_id(&req.agent_kind)) };
+        let size = if req.page_size == 0 {
+            100
+        } else {
+            req.page_size as usize
+        };
+        let before = if req.page_token.is_empty() {
+            None
+        } else {
+            Some(parse_id("page_token", &req.page_token)?)
+        };
+        let kind = if req.agent_kind.is_empty() {
+            None
+        } else {
+            Some(registry::canonical_id(&req.agent_kind))
+        };
         let mut tasks = Vec::new();
         let mut last = None;
         let mut more = false;
@@ -239,38 +290,61 @@ impl TaskService for Api {
         }
         Ok(Response::new(pb::ListTasksResponse {
             tasks,
-            next_page_token: if more { last.map(|id| id.to_string()).unwrap_or_default() } else { String::new() },
+            next_page_token: if more {
+                last.map(|id| id.to_string()).unwrap_or_default()
+            } else {
+                String::new()
+            },
         }))
     }
 
-    async fn cancel_task(&self, req: Request<pb::CancelTaskRequest>) -> Result<Response<pb::Task>, GrpcStatus> {
+    async fn cancel_task(
+        &self,
+        req: Request<pb::CancelTaskRequest>,
+    ) -> Result<Response<pb::Task>, GrpcStatus> {
         let req = req.into_inner();
         let id = parse_id("id", &req.id)?;
-        let rec = self.call(|r| MasterMsg::Cancel(id, req.reason, r)).await??;
+        let rec = self
+            .call(|r| MasterMsg::Cancel(id, req.reason, r))
+            .await??;
         Ok(Response::new(task_to_proto(&rec, vec![])))
     }
 
-    async fn retry_failed(&self, req: Request<pb::RetryFailedRequest>) -> Result<Response<pb::BulkResponse>, GrpcStatus> {
+    async fn retry_failed(
+        &self,
+        req: Request<pb::RetryFailedRequest>,
+    ) -> Result<Response<pb::BulkResponse>, GrpcStatus> {
         let req = req.into_inner();
         let plant = Some(req.plant_id).filter(|p| !p.is_empty());
-        let kind = Some(req.agent_kind).filter(|k| !k.is_empty()).map(|k| registry::canonical_id(&k));
-        let ids = self.call(|r| MasterMsg::RetryFailed(plant, kind, r)).await??;
+        let kind = Some(req.agent_kind)
+            .filter(|k| !k.is_empty())
+            .map(|k| registry::canonical_id(&k));
+        let ids = self
+            .call(|r| MasterMsg::RetryFailed(plant, kind, r))
+            .await??;
         Ok(Response::new(bulk(ids)))
     }
 
-    async fn clear_orphaned(&self, req: Request<pb::ClearOrphanedRequest>) -> Result<Response<pb::BulkResponse>, GrpcStatus> {
+    async fn clear_orphaned(
+        &self,
+        req: Request<pb::ClearOrphanedRequest>,
+    ) -> Result<Response<pb::BulkResponse>, GrpcStatus> {
         let older = req
             .into_inner()
             .older_than
             .ok_or_else(|| GrpcStatus::invalid_argument("older_than: required (e.g. 3600s)"))?;
-        let older = Duration::try_from(older).map_err(|_| GrpcStatus::invalid_argument("older_than: must be >= 0"))?;
+        let older = Duration::try_from(older)
+            .map_err(|_| GrpcStatus::invalid_argument("older_than: must be >= 0"))?;
         let ids = self.call(|r| MasterMsg::ClearOrphaned(older, r)).await??;
         Ok(Response::new(bulk(ids)))
     }
 
     type StreamEventsStream = BoxStream<pb::TaskEvent>;
 
-    async fn stream_events(&self, req: Request<pb::StreamEventsRequest>) -> Result<Response<Self::StreamEventsStream>, GrpcStatus> {
+    async fn stream_events(
+        &self,
+        req: Request<pb::StreamEventsRequest>,
+    ) -> Result<Response<Self::StreamEventsStream>, GrpcStatus> {
         let terminal_only = req.get_ref().terminal_only;
         let mut events = self.ledger.subscribe();
         let stream = async_stream(move |tx| async move {
@@ -285,7 +359,9 @@ impl TaskService for Api {
                         }
                     }
                     Err(RecvError::Lagged(n)) => {
-                        let msg = format!("event feed lagged: {n} events dropped; resubscribe and reconcile with ListTasks");
+                        let msg = format!(
+                            "event feed lagged: {n} events dropped; resubscribe and reconcile with ListTasks"
+                        );
                         let _ = tx.send(Err(GrpcStatus::data_loss(msg))).await;
                         return;
                     }
@@ -318,7 +394,10 @@ where
 
 #[tonic::async_trait]
 impl MeshService for Api {
-    async fn list_plants(&self, _: Request<pb::ListPlantsRequest>) -> Result<Response<pb::ListPlantsResponse>, GrpcStatus> {
+    async fn list_plants(
+        &self,
+        _: Request<pb::ListPlantsRequest>,
+    ) -> Result<Response<pb::ListPlantsResponse>, GrpcStatus> {
         let snap = self.call(MasterMsg::Snapshot).await?;
         let plants = snap
             .plants
@@ -339,15 +418,22 @@ impl MeshService for Api {
         Ok(Response::new(pb::ListPlantsResponse { plants }))
     }
 
-    async fn list_agents(&self, req: Request<pb::ListAgentsRequest>) -> Result<Response<pb::ListAgentsResponse>, GrpcStatus> {
+    async fn list_agents(
+        &self,
+        req: Request<pb::ListAgentsRequest>,
+    ) -> Result<Response<pb::ListAgentsResponse>, GrpcStatus> {
         let req = req.into_inner();
-        if !req.status.is_empty() && !["running", "restarting", "failed"].contains(&req.status.as_str()) {
+        if !req.status.is_empty()
+            && !["running", "restarting", "failed"].contains(&req.status.as_str())
+        {
             return Err(GrpcStatus::invalid_argument(format!(
                 "status: must be running, restarting or failed, got {:?}",
                 req.status
             )));
         }
-        let kind = Some(req.kind).filter(|k| !k.is_empty()).map(|k| registry::canonical_id(&k));
+        let kind = Some(req.kind)
+            .filter(|k| !k.is_empty())
+            .map(|k| registry::canonical_id(&k));
         let snap = self.call(MasterMsg::Snapshot).await?;
         let agents = snap
             .agents
@@ -371,7 +457,10 @@ impl MeshService for Api {
         Ok(Response::new(pb::ListAgentsResponse { agents }))
     }
 
-    async fn list_nodes(&self, _: Request<pb::ListNodesRequest>) -> Result<Response<pb::ListNodesResponse>, GrpcStatus> {
+    async fn list_nodes(
+        &self,
+        _: Request<pb::ListNodesRequest>,
+    ) -> Result<Response<pb::ListNodesResponse>, GrpcStatus> {
         let snap = self.call(MasterMsg::Snapshot).await?;
         let nodes = snap
             .nodes
@@ -388,15 +477,20 @@ impl MeshService for Api {
         Ok(Response::new(pb::ListNodesResponse { nodes }))
     }
 
-    async fn inject_fault(&self, req: Request<pb::InjectFaultRequest>) -> Result<Response<pb::InjectFaultResponse>, GrpcStatus> {
+    async fn inject_fault(
+        &self,
+        req: Request<pb::InjectFaultRequest>,
+    ) -> Result<Response<pb::InjectFaultResponse>, GrpcStatus> {
         let req = req.into_inner();
-        let kind = registry::lookup(&req.kind)
-            .ok_or_else(|| GrpcStatus::not_found(format!("kind: unknown agent kind {:?}", req.kind)))?;
+        let kind = registry::lookup(&req.kind).ok_or_else(|| {
+            GrpcStatus::not_found(format!("kind: unknown agent kind {:?}", req.kind))
+        })?;
         let fault = Fault {
             panic_next: req.panic_next,
             delay: Duration::from_millis(req.delay_ms as u64),
         };
-        self.call(|r| MasterMsg::InjectFault(req.plant_id, kind.id.to_string(), fault, r)).await??;
+        self.call(|r| MasterMsg::InjectFault(req.plant_id, kind.id.to_string(), fault, r))
+            .await??;
         Ok(Response::new(pb::InjectFaultResponse {}))
     }
 }

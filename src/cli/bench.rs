@@ -1,0 +1,283 @@
+//! `heatmesh bench`: drives the gRPC API on loopback and prints throughput and latency.
+//!
+//! Two phases, both against a mesh it starts in this process (or `--target`):
+//! a closed-loop throughput run (`--tasks` submitted by `--concurrency` clients as fast as
+//! acknowledgements allow) and an open-loop latency run (`--rate` tasks/s for
+//! `--duration`). Latency is submit-to-completed: from just before SubmitTask is sent to
+//! the moment the completion arrives on the StreamEvents feed. Every task is durable
+//! before it is acknowledged, as always.
+
+use super::client::{connect, rpc_err};
+use super::mesh::MeshOpts;
+use anyhow::{Context, bail};
+use hdrhistogram::Histogram;
+use heatmesh_master::server::{self, StartOptions};
+use heatmesh_proto::v1 as pb;
+use pb::task_service_client::TaskServiceClient;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+/// Arguments of `heatmesh bench`.
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Tasks in the throughput phase (0 skips it).
+    #[arg(long, default_value_t = 50_000)]
+    tasks: usize,
+    /// Concurrent submitters in the throughput phase. Each waits for its task to be durable,
+    /// so throughput needs enough of them to fill a group commit.
+    #[arg(long, default_value_t = 512)]
+    concurrency: usize,
+    /// Offered load of the latency phase, tasks/s (0 skips it).
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Length of the latency phase.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    duration: Duration,
+    /// Bench a running master at this address instead of starting one.
+    #[arg(long)]
+    target: Option<String>,
+    /// Ledger directory for the mesh it starts (default: a temporary directory).
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
+}
+
+type Completions = Arc<Mutex<HashMap<u64, Instant>>>;
+
+fn request(i: usize, plants: &[String]) -> pb::SubmitTaskRequest {
+    let fuel = 900.0 + (i % 101) as f64;
+    let flow = |name: &str, kwh: f64| pb::EnergyFlow {
+        name: name.into(),
+        energy_kwh: kwh,
+        ..Default::default()
+    };
+    pb::SubmitTaskRequest {
+        plant_id: plants[i % plants.len()].clone(),
+        payload: Some(pb::TaskPayload {
+            request: Some(pb::task_payload::Request::Gl009HeatBalance(
+                pb::HeatBalanceRequest {
+                    inputs: vec![flow("fuel", fuel), flow("electricity", 50.0)],
+                    outputs: vec![flow("steam", fuel * 0.8)],
+                    losses: vec![flow("stack", fuel * 0.1)],
+                    ..Default::default()
+                },
+            )),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Follows the terminal-event feed, recording when each task completed.
+async fn follow(
+    channel: Channel,
+    done: Completions,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let mut client = TaskServiceClient::new(channel);
+    let mut feed = client
+        .stream_events(pb::StreamEventsRequest {
+            terminal_only: true,
+        })
+        .await
+        .map_err(rpc_err)?
+        .into_inner();
+    Ok(tokio::spawn(async move {
+        loop {
+            match feed.message().await {
+                Ok(Some(ev)) => {
+                    if let Ok(id) = ev.task_id.parse::<u64>() {
+                        done.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(id, Instant::now());
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    eprintln!("bench: event feed ended: {}", e.message());
+                    return;
+                }
+            }
+        }
+    }))
+}
+
+struct Figures {
+    completed: usize,
+    secs: f64,
+    hist: Histogram<u64>,
+}
+
+async fn collect(
+    started: &[(u64, Instant)],
+    done: &Completions,
+    wait: Duration,
+    t0: Instant,
+) -> anyhow::Result<Figures> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let n = {
+            let d = done.lock().unwrap_or_else(|e| e.into_inner());
+            started.iter().filter(|(id, _)| d.contains_key(id)).count()
+        };
+        if n == started.len() || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let d = done.lock().unwrap_or_else(|e| e.into_inner());
+    let mut hist = Histogram::<u64>::new(3).context("histogram")?;
+    let mut last = t0;
+    let mut completed = 0;
+    for (id, s) in started {
+        if let Some(e) = d.get(id) {
+            completed += 1;
+            last = last.max(*e);
+            hist.record(e.saturating_duration_since(*s).as_micros().max(1) as u64)?;
+        }
+    }
+    Ok(Figures {
+        completed,
+        secs: last.duration_since(t0).as_secs_f64(),
+        hist,
+    })
+}
+
+fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+fn print(label: &str, f: &Figures, submitted: usize) {
+    println!(
+        "{label}: {}/{} completed in {:.2} s = {:.0} tasks/s; submit-to-completed latency p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        f.completed,
+        submitted,
+        f.secs,
+        f.completed as f64 / f.secs.max(1e-9),
+        ms(&f.hist, 0.50),
+        ms(&f.hist, 0.95),
+        ms(&f.hist, 0.99),
+        f.hist.max() as f64 / 1000.0
+    );
+}
+
+/// Runs the phases and prints one line of figures per phase.
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir().context("creating a temporary data directory")?;
+    let (addr, plants, mesh) = match &args.target {
+        Some(t) => {
+            let ch = connect(t).await?;
+            let mut m = pb::mesh_service_client::MeshServiceClient::new(ch);
+            let plants = m
+                .list_plants(pb::ListPlantsRequest {})
+                .await
+                .map_err(rpc_err)?
+                .into_inner();
+            (
+                t.clone(),
+                plants.plants.into_iter().map(|p| p.id).collect::<Vec<_>>(),
+                None,
+            )
+        }
+        None => {
+            let opts = MeshOpts {
+                config: None,
+                data_dir: Some(
+                    args.data_dir
+                        .clone()
+                        .unwrap_or_else(|| tmp.path().to_path_buf()),
+                ),
+                listen: Some("127.0.0.1:0".parse()?),
+                metrics_listen: None,
+            };
+            let mut cfg = opts.load()?;
+            cfg.metrics_listen = None;
+            let mesh = server::start(cfg.clone(), StartOptions::default()).await?;
+            if !mesh.wait_ready(Duration::from_secs(10)).await {
+                bail!("plants were not placed within 10 s");
+            }
+            let plants = cfg.plants.iter().map(|p| p.id.clone()).collect();
+            (mesh.grpc_addr.to_string(), plants, Some(mesh))
+        }
+    };
+    if plants.is_empty() {
+        bail!("the target runs no plants");
+    }
+    println!(
+        "heatmesh bench: GL-009 heat balances over gRPC on {addr}, {} plants, {} cores",
+        plants.len(),
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    let channel = connect(&addr).await?;
+    let done: Completions = Arc::default();
+    let feed = follow(channel.clone(), done.clone()).await?;
+
+    if args.tasks > 0 {
+        let per = args.tasks.div_ceil(args.concurrency.max(1));
+        let t0 = Instant::now();
+        let mut workers = Vec::new();
+        for w in 0..args.concurrency.max(1) {
+            let mut c = TaskServiceClient::new(channel.clone());
+            let plants = plants.clone();
+            let n = per.min(args.tasks.saturating_sub(w * per));
+            workers.push(tokio::spawn(async move {
+                let mut started = Vec::with_capacity(n);
+                for i in 0..n {
+                    let s = Instant::now();
+                    let r = c
+                        .submit_task(request(w * per + i, &plants))
+                        .await?
+                        .into_inner();
+                    let id = r.task.and_then(|t| t.id.parse().ok()).unwrap_or(0);
+                    started.push((id, s));
+                }
+                Ok::<_, tonic::Status>(started)
+            }));
+        }
+        let mut started = Vec::with_capacity(args.tasks);
+        for w in workers {
+            started.extend(w.await?.map_err(rpc_err)?);
+        }
+        let acked = t0.elapsed().as_secs_f64();
+        let f = collect(&started, &done, Duration::from_secs(120), t0).await?;
+        println!(
+            "throughput ({} submitters): {} acknowledged (durable) in {acked:.2} s = {:.0} submits/s",
+            args.concurrency,
+            started.len(),
+            started.len() as f64 / acked
+        );
+        print("throughput", &f, started.len());
+    }
+
+    if args.rate > 0 {
+        let total = (args.rate as f64 * args.duration.as_secs_f64()) as usize;
+        let interval = Duration::from_secs_f64(1.0 / args.rate as f64);
+        let t0 = Instant::now();
+        let mut handles = Vec::with_capacity(total);
+        for i in 0..total {
+            let at = t0 + interval.mul_f64(i as f64);
+            tokio::time::sleep_until(at.into()).await;
+            let mut c = TaskServiceClient::new(channel.clone());
+            let req = request(i, &plants);
+            handles.push(tokio::spawn(async move {
+                let s = Instant::now();
+                let r = c.submit_task(req).await?.into_inner();
+                Ok::<_, tonic::Status>((r.task.and_then(|t| t.id.parse().ok()).unwrap_or(0), s))
+            }));
+        }
+        let mut started = Vec::with_capacity(total);
+        for h in handles {
+            started.push(h.await?.map_err(rpc_err)?);
+        }
+        let f = collect(&started, &done, Duration::from_secs(60), t0).await?;
+        print(
+            &format!("latency at {} tasks/s offered", args.rate),
+            &f,
+            total,
+        );
+    }
+    feed.abort();
+    if let Some(m) = mesh {
+        m.shutdown().await;
+    }
+    Ok(())
+}

@@ -1,0 +1,9 @@
+//! Command implementations, one file per command family.
+
+pub mod bench;
+pub mod calc;
+pub mod client;
+pub mod demo;
+pub mod mesh;
+pub mod table;
+pub mod up;

@@ -1,0 +1,715 @@
+//! End-to-end tests of TaskService and MeshService over gRPC on loopback.
+
+mod common;
+
+use common::*;
+use heatmesh_proto::v1 as pb;
+use pb::TaskStatus as S;
+use std::time::Duration;
+use tonic::Code;
+
+const T: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn submit_get_and_known_answer() {
+    let mut h = start(false).await;
+    let r = h
+        .tasks
+        .submit_task(submit("Plant-001", seed_balance()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!r.duplicate);
+    let id = r.task.unwrap().id;
+    let t = wait_terminal(&mut h.tasks, &id, T).await;
+    assert_eq!(t.status, S::Completed as i32, "{t:?}");
+    let res = heat_result(&t);
+    assert!((res.efficiency_pct - 90.476_190_476).abs() < 1e-6);
+    assert!((res.closure_pct - 9.523_809_524).abs() < 1e-6);
+    assert!(res.balance_alert);
+    assert_eq!(res.closure_threshold_pct, 5.0, "plant default applied");
+    assert_eq!(t.attempt, 1);
+    assert_eq!(t.agent, "Plant-001/GL-009");
+    let journal: Vec<(i32, i32)> = t.history.iter().map(|h| (h.from, h.to)).collect();
+    assert_eq!(
+        journal,
+        vec![
+            (S::Unspecified as i32, S::Pending as i32),
+            (S::Pending as i32, S::Dispatched as i32),
+            (S::Dispatched as i32, S::Completed as i32)
+        ]
+    );
+    h.mesh.shutdown().await;
+}
+
+#[tokio::test]
+async fn plant_threshold_is_used_per_plant() {
+    let mut h = start(false).await;
+    // Plant-003 has a 10 % threshold: the seed's 9.52 % closes without an alert there.
+    let id = h
+        .tasks
+        .submit_task(submit("Plant-003", seed_balance()))
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap()
+        .id;
+    let r = heat_result(&wait_terminal(&mut h.tasks, &id, T).await);
+    assert_eq!(r.closure_threshold_pct, 10.0);
+    assert!(!r.balance_alert);
+    h.mesh.shutdown().await;
+}
+
+#[tokio::test]
+async fn watch_streams_every_state_until_terminal() {
+    let mut h = start(true).await;
+    let id = h
+        .tasks
+        .submit_task(submit("Plant-002", seed_balance()))
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap()
+        .id;
+    let mut stream = h
+        .tasks
+        .watch_task(pb::GetTaskRequest { id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert_eq!(first.status, S::Pending as i32);
+    h.mesh.set_paused(false);
+    let mut seen = vec![first.status];
+    while let Some(t) = stream.message().await.unwrap() {
+        seen.push(t.status);
+    }
+    assert_eq!(
+        seen,
+        vec![S::Pending as i32, S::Dispatched as i32, S::Completed as i32]
+    );
+    let missing = h
+        .tasks
+        .watch_task(pb::GetTaskRequest {
+            id: "999999".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    h.mesh.shutdown().await;
+}
+
+#[tokio::test]
+async fn idempotent_resubmit_returns_the_same_task() {
+    let mut h = start(false).await;
+    let mut req = submit("Plant-001", seed_balance());
+    req.idempotency_key = "meter-read-2026-11-22T10:00".into();
+    let a = h.tasks.submit_task(req.clone()).await.unwrap().into_inner();
+    let b = h.tasks.submit_task(req.clone()).await.unwrap().into_inner();
+    assert!(!a.duplicate && b.duplicate);
+    assert_eq!(a.task.as_ref().unwrap().id, b.task.as_ref().unwrap().id);
+    wait_terminal(&mut h.tasks, &a.task.unwrap().id, T).await;
+    // Still the same task once it is terminal (the key is durable, not just in memory).
+    let c = h.tasks.submit_task(req).await.unwrap().into_inner();
+    assert!(c.duplicate);
+    assert_eq!(c.task.unwrap().id, b.task.unwrap().id);
+    let all = h
+        .tasks
+        .list_tasks(pb::ListTasksRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.tasks.len(), 1);
+    h.mesh.shutdown().await;
+}
+
+#[tokio::test]
+async fn priorities_run_in_order() {
+    let mut h = start(true).await;
+    let order = [
+        pb::Priority::Low,
+        pb::Priority::Normal,
+        pb::Priority::Critical,
+        pb::Priority::High,
+    ];
+    let mut ids = Vec::new();
+    for p in order {
+        for _ in 0..5 {
+            let mut req = submit("Plant-001", seed_balance());
+            req.priority = p as i32;
+            let id = h
+                .tasks
+                .submit_task(req)
+                .await
+                .unwrap()
+                .into_inner()
+                .task
+                .unwrap()
+                .id;
+            ids.push((p, id));
+        }
+    }
+    h.mesh.set_paused(false);
+    let mut done = Vec::new();
+    for (p, id) in &ids {
+        let t = wait_terminal(&mut h.tasks, id, T).await;
+        let dispatch_seq = t
+            .history
+            .iter()
+            .find(|x| x.to == S::Dispatched as i32)
+            .map(|_| t.seq)
+            .unwrap();
+        done.push((dispatch_seq, *p));
+    }
+    done.sort();
+    let got: Vec<pb::Priority> = done.into_iter().map(|(_, p)| p).collect();
+    let mut want = Vec::new();
+    for p in [
+        pb::Priority::Critical,
+        pb::Priority::High,
+        pb::Priority::Normal,
+        pb::Priority::Low,
+    ] {
+        want.extend(std::iter::repeat_n(p, 5));
+    }
+    assert_eq!(got, want);
+    h.mesh.shutdown().await;
+}
+
+#[tokio::test]
+async fn cancel_pending_task_and_refuse_twice() {
+    let mut h = start(true).await;
+    let id = h
+        .tasks
+        .submit_task(submit("Plant-001", seed_balance()))
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap()
+        .id;
+    let t = h
+        .tasks
+        .cancel_task(pb::CancelTaskRequest {
+            id: id.clone(),
+            reason: "meter under repair".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(t.status, S::Cancelled as i32);
+    assert!(t.error.contains("meter under repair"));
+    h.mesh.set_paused(false);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t = h
+        .tasks
+        .get_task(pb::GetTaskRequest { id: id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(t.status, S::Cancelled as i32, "a cancelled task never runs");
+    let again = h
+        .tasks
+        .cancel_task(pb::CancelTaskRequest {
+            id,
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::FailedPrecondition);
+    let missing = h
+        .tasks
+        .cancel_task(pb::CancelTaskRequest {
+            id: "424242".into(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    h.mesh.shutdown().await;
+}
+
+#[tokio::test]
+async fn list_filters_and_pages() {
+    let mut h = start(false).await;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let plant = if i % 2 == 0 { "Plant-001" } else { "Plant-002" };
+        ids.push(
+            h.tasks
+                .submit_task(submit(plant, seed_balance()))
+                .await
+                .unwrap()
+                .into_inner()
+                .task
+                .unwrap()
+                .id,
+        );
+    }
+    for id in &ids {
+        wait_terminal(&mut h.tasks, id, T).await;
+    }
+    let p1 = h
+        .tasks
+        .list_tasks(pb::ListTasksRequest {
+            plant_id: "Plant-001".into(),
+            page_size: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(p1.tasks.len(), 3);
+    assert!(p1.tasks.iter().all(|t| t.plant_id == "Plant-001"));
+    assert!(!p1.next_page_token.is_empty());
+    let p2 = h
+        .tasks
+        .list_tasks(pb::ListTasksRequest {
+            plant_id: "Plant-001".into(),
+            page_size: 3,
+            page_token: p1.next_page_token,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(p2.tasks.len(), 1);
+    let newest_first: Vec<u64> = p1
+        .tasks
+        .iter()
+        .chain(&p2.tasks)
+        .map(|t| t.id.parse().unwrap())
+        .collect();
+    assert_eq!(newest_first, vec![7, 5, 3, 1]);
+    let completed = h
+        .tasks
+        .list_tasks(pb::ListTasksRequest {
+            status: vec![S::Completed as i32],
+            agent_kind: "gl-009".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(completed.tasks.len(), 7);
+    let failed = h
+        .tasks
+        .list_tasks(pb::ListTasksRequest {
+            status: vec![S::Failed as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(failed.tasks.is_empty());
+    h.mesh.shutdown().await;
+}
+
+#[tokio::test]
+async fn deadline_expires_a_task_that_cannot_run() {
+    let mut h = start(true).await;
+    let mut req = submit("Plant-001", seed_balance());
+    req.deadline = Some(prost_types::Duration {
+        seconds: 0,
+        nanos: 150_000_000,
+    });
+    let id = h
+        .tasks
+        .submit_task(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap()
+        .id;
+    let t = wait_terminal(&mut h.tasks, &id, T).await;
+    assert_eq!(t.status, S::Failed as i32);
+    assert!(t.error.contains("DEADLINE_EXCEEDED"), "{}", t.error);
+    assert_eq!(t.attempt, 0, "never dispatched");
+    // An operator can retry it: the deadline is cleared and it runs.
+    let r = h
+        .tasks
+        .retry_failed(pb::RetryFailedRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.task_ids, vec![id.clone()]);
+    h.mesh.set_paused(false);
+    let t = wait_terminal(&mut h.tasks, &id, T).await;
+    assert_eq!(t.status, S::Completed as i32, "{t:?}");
+    h.mesh.shutdown().await;
+}
+
+#[tokio::test]
+async fn panicking_agent_is_restarted_and_its_task_retried() {
+    let mut h = start(false).await;
+    h.meshc
+        .inject_fault(pb::InjectFaultRequest {
+            plant_id: "Plant-002".into(),
+            kind: "gl-009".into(),
+            panic_next: 1,
+            delay_ms: 0,
+        })
+        .await
+        .unwrap();
+    let id = h
+        .tasks
+        .submit_task(submit("Plant-002", seed_balance()))
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap()
+        .id;
+    let t = wait_terminal(&mut h.tasks, &id, T).await;
+    assert_eq!(t.status, S::Completed as i32, "{t:?}");
+    assert_eq!(t.attempt, 2);
+    assert!(
+        t.history.iter().any(|x| x.detail.contains("panicked")),
+        "{:?}",
+        t.history
+    );
+    let agents = h
+        .meshc
+        .list_agents(pb::ListAgentsRequest {
+            plant_id: "Plant-002".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .agents;
+    assert_eq!(agents.len(), 1);
+    assert_eq!(agents[0].restarts, 1);
+    assert_eq!(agents[0].status, "running");
+    h.mesh.shutdown().await;
+}
+
+#[tokio::test]
+async fn restart_intensity_escalates_and_the_plant_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    cfg.restart.max_restarts = 2;
+    let mut h = start_with(cfg, dir, false).await;
+    h.meshc
+        .inject_fault(pb::InjectFaultRequest {
+            plant_id: "Plant-001".into(),
+            kind: "GL-009".into(),
+            panic_next: 4,
+            delay_ms: 0,
+        })
+        .await
+        .unwrap();
+    let mut req = submit("Plant-001", seed_balance());
+    req.max_attempts = 10;
+    let id = h
+        .tasks
+        .submit_task(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap()
+        .id;
+    let t = wait_terminal(&mut h.tasks, &id, T).await;
+    assert_eq!(t.status, S::Completed as i32, "{t:?}");
+    assert_eq!(t.attempt, 5, "four panics, then success");
+    assert_eq!(t.epoch, 2, "the plant was re-placed under a new epoch");
+    let plants = h
+        .meshc
+        .list_plants(pb::ListPlantsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .plants;
+    let p1 = plants.iter().find(|p| p.id == "Plant-001").unwrap();
+    assert_eq!((p1.epoch, p1.status.as_str()), (2, "running"));
+    h.mesh.shutdown().await;
+}
+
+#[tokio::test]
+async fn retries_stop_at_max_attempts() {
+    let mut h = start(false).await;
+    h.meshc
+        .inject_fault(pb::InjectFaultRequest {
+            plant_id: "Plant-003".into(),
+            kind: "GL-009".into(),
+            panic_next: 2,
+            delay_ms: 0,
+        })
+        .await
+        .unwrap();
+    let mut req = submit("Plant-003", seed_balance());
+    req.max_attempts = 2;
+    let id = h
+        .tasks
+        .submit_task(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap()
+        .id;
+    let t = wait_terminal(&mut h.tasks, &id, T).await;
+    assert_eq!(t.status, S::Failed as i32);
+    assert!(t.error.contains("panicked"), "{}", t.error);
+    assert_eq!(t.attempt, 2);
+    let r = h
+        .tasks
+        .retry_failed(pb::RetryFailedRequest {
+            plant_id: "Plant-003".into(),
+            agent_kind: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.affected, 1);
+    let t = wait_terminal(&mut h.tasks, &id, T).await;
+    assert_eq!(t.status, S::Completed as i32);
+    assert_eq!(t.attempt, 3);
+    h.mesh.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_and_nothing_is_stored() {
+    let mut h = start(false).await;
+    let check = |r: Result<tonic::Response<pb::SubmitTaskResponse>, tonic::Status>,
+                 code: Code,
+                 text: &str| {
+        let e = r.expect_err("must be refused");
+        assert_eq!(e.code(), code, "{}", e.message());
+        assert!(
+            e.message().contains(text),
+            "{:?} does not mention {text:?}",
+            e.message()
+        );
+    };
+    let mut nan = seed_balance();
+    nan.inputs[1].energy_kwh = f64::NAN;
+    check(
+        h.tasks.submit_task(submit("Plant-001", nan)).await,
+        Code::InvalidArgument,
+        "payload.gl009_heat_balance.inputs[1].energy_kwh: must be a finite number",
+    );
+    let mut inf = seed_balance();
+    inf.outputs[0].energy_kwh = f64::INFINITY;
+    check(
+        h.tasks.submit_task(submit("Plant-001", inf)).await,
+        Code::InvalidArgument,
+        "outputs[0].energy_kwh",
+    );
+    let mut neg = seed_balance();
+    neg.inputs[0].energy_kwh = -1.0;
+    check(
+        h.tasks.submit_task(submit("Plant-001", neg)).await,
+        Code::InvalidArgument,
+        "inputs[0].energy_kwh: must be >= 0",
+    );
+    let mut empty = seed_balance();
+    empty.inputs.clear();
+    check(
+        h.tasks.submit_task(submit("Plant-001", empty)).await,
+        Code::InvalidArgument,
+        "inputs: at least one input",
+    );
+    check(
+        h.tasks
+            .submit_task(submit("Plant-404", seed_balance()))
+            .await,
+        Code::NotFound,
+        "plant_id: no plant \"Plant-404\"",
+    );
+    check(
+        h.tasks.submit_task(submit("", seed_balance())).await,
+        Code::InvalidArgument,
+        "plant_id: required",
+    );
+    let no_payload = pb::SubmitTaskRequest {
+        plant_id: "Plant-001".into(),
+        ..Default::default()
+    };
+    check(
+        h.tasks.submit_task(no_payload).await,
+        Code::InvalidArgument,
+        "payload: required",
+    );
+    let unknown_kind = pb::SubmitTaskRequest {
+        plant_id: "Plant-001".into(),
+        payload: Some(pb::TaskPayload {
+            request: Some(pb::task_payload::Request::Json(pb::JsonRequest {
+                agent_kind: "GL-777".into(),
+                json: "{}".into(),
+            })),
+        }),
+        ..Default::default()
+    };
+    check(
+        h.tasks.submit_task(unknown_kind).await,
+        Code::NotFound,
+        "unknown agent kind \"GL-777\"",
+    );
+    let bad_json = pb::SubmitTaskRequest {
+        plant_id: "Plant-001".into(),
+        payload: Some(pb::TaskPayload {
+            request: Some(pb::task_payload::Request::Json(pb::JsonRequest {
+                agent_kind: "GL-009".into(),
+                json: "{not json".into(),
+            })),
+        }),
+        ..Default::default()
+    };
+    check(
+        h.tasks.submit_task(bad_json).await,
+        Code::InvalidArgument,
+        "payload.json.json: not valid JSON",
+    );
+    let mut big = seed_balance();
+    big.inputs = (0..20_000)
+        .map(|i| flow(&format!("meter-{i}"), 1.0))
+        .collect();
+    check(
+        h.tasks.submit_task(submit("Plant-001", big)).await,
+        Code::InvalidArgument,
+        "payload: encoded size",
+    );
+    let mut bad_prio = submit("Plant-001", seed_balance());
+    bad_prio.priority = 9;
+    check(
+        h.tasks.submit_task(bad_prio).await,
+        Code::InvalidArgument,
+        "priority: unknown value 9",
+    );
+    let mut bad_deadline = submit("Plant-001", seed_balance());
+    bad_deadline.deadline = Some(prost_types::Duration {
+        seconds: -5,
+        nanos: 0,
+    });
+    check(
+        h.tasks.submit_task(bad_deadline).await,
+        Code::InvalidArgument,
+        "deadline",
+    );
+    let bad_id = h
+        .tasks
+        .get_task(pb::GetTaskRequest { id: "abc".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(bad_id.code(), Code::InvalidArgument);
+    assert!(bad_id.message().starts_with("id: must be a task id"));
+    let all = h
+        .tasks
+        .list_tasks(pb::ListTasksRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        all.tasks.is_empty(),
+        "bad input reached the ledger: {:?}",
+        all.tasks
+    );
+    // A good task still goes through afterwards.
+    let id = h
+        .tasks
+        .submit_task(submit("Plant-001", seed_balance()))
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap()
+        .id;
+    assert_eq!(
+        wait_terminal(&mut h.tasks, &id, T).await.status,
+        S::Completed as i32
+    );
+    h.mesh.shutdown().await;
+}
+
+#[tokio::test]
+async fn health_reflection_and_metrics_are_served() {
+    let mut h = start(false).await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(h.channel.clone());
+    let r = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "heatmesh.v1.TaskService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        r.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let mut refl = ServerReflectionClient::new(h.channel.clone());
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut resp = refl
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let msg = resp.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = msg.message_response else {
+        panic!("{msg:?}")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for s in [
+        "heatmesh.v1.TaskService",
+        "heatmesh.v1.MeshService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(names.iter().any(|n| n == s), "{s} missing from {names:?}");
+    }
+
+    let id = h
+        .tasks
+        .submit_task(submit("Plant-001", seed_balance()))
+        .await
+        .unwrap()
+        .into_inner()
+        .task
+        .unwrap()
+        .id;
+    wait_terminal(&mut h.tasks, &id, T).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let addr = h.mesh.metrics_addr.unwrap();
+    let (code, body) = http_get(addr, "/metrics").await;
+    assert_eq!(code, 200);
+    for m in [
+        "heatmesh_tasks_submitted_total",
+        "heatmesh_task_latency_seconds_bucket",
+        "heatmesh_ledger_commit_seconds_bucket",
+        "heatmesh_queue_depth",
+        "heatmesh_tasks{state=\"pending\"}",
+        "heatmesh_tasks_finished_total{state=\"completed\"}",
+    ] {
+        assert!(body.contains(m), "{m} missing from /metrics:\n{body}");
+    }
+    assert_eq!(http_get(addr, "/healthz").await.0, 200);
+    assert_eq!(http_get(addr, "/readyz").await.0, 200);
+    h.mesh.shutdown().await;
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.unwrap();
+    let code = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, buf)
+}
