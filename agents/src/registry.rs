@@ -61,10 +61,15 @@ const fn kind<C: Calculation>(name: &'static str) -> AgentKind {
 }
 
 /// Every agent kind this build serves.
-pub static KINDS: &[AgentKind] = &[AgentKind {
-    plant_defaults: gl009_plant_defaults,
-    ..kind::<calc::gl009_thermal::HeatBalance>("ThermalEfficiency")
-}];
+pub static KINDS: &[AgentKind] = &[
+    kind::<calc::gl002_boiler::BoilerEfficiency>("BoilerEfficiency"),
+    kind::<calc::gl003_combustion::CombustionAnalysis>("CombustionOptimizer"),
+    kind::<calc::gl004_emissions::Emissions>("EmissionsControl"),
+    AgentKind {
+        plant_defaults: gl009_plant_defaults,
+        ..kind::<calc::gl009_thermal::HeatBalance>("ThermalEfficiency")
+    },
+];
 
 /// Normalises `gl-009`, `GL009`, `gl_009` to the canonical `GL-009`.
 pub fn canonical_id(id: &str) -> String {
@@ -89,6 +94,40 @@ mod tests {
             assert_eq!(lookup(s).map(|k| k.id), Some("GL-009"), "{s}");
         }
         assert!(lookup("GL-999").is_none());
+    }
+
+    #[test]
+    fn examples_run() {
+        for (id, json) in [
+            (
+                "GL-002",
+                &include_bytes!("../../examples/calc/gl-002.json")[..],
+            ),
+            (
+                "GL-003",
+                &include_bytes!("../../examples/calc/gl-003.json")[..],
+            ),
+            (
+                "GL-004",
+                &include_bytes!("../../examples/calc/gl-004.json")[..],
+            ),
+        ] {
+            let k = lookup(id).unwrap();
+            (k.validate_json)(json).unwrap_or_else(|e| panic!("{id}: {e}"));
+            let out: serde_json::Value =
+                serde_json::from_slice(&(k.run_json)(json).unwrap()).unwrap();
+            let eta = out["efficiency_pct"].as_f64();
+            let ea = out["excess_air_pct"].as_f64();
+            let co2 = out["co2_kg"].as_f64();
+            assert!(
+                eta.or(ea).or(co2).is_some_and(f64::is_finite),
+                "{id}: {out}"
+            );
+        }
+        let gl002 = lookup("gl002").unwrap();
+        assert_eq!(gl002.name, "BoilerEfficiency");
+        assert_eq!(lookup("GL-003").unwrap().name, "CombustionOptimizer");
+        assert_eq!(lookup("gl_004").unwrap().name, "EmissionsControl");
     }
 
     #[test]
