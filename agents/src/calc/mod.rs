@@ -5,7 +5,10 @@
 //! calculation is a function from a validated request to a result, so it can be tested
 //! against the reference figures and called from the CLI, an actor or a benchmark alike.
 
+pub mod gl006_recovery;
 pub mod gl009_thermal;
+pub mod gl014_exchanger;
+pub mod units;
 
 use serde::{Deserialize, Serialize};
 
