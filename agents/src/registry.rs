@@ -69,6 +69,8 @@ pub static KINDS: &[AgentKind] = &[
         plant_defaults: gl009_plant_defaults,
         ..kind::<calc::gl009_thermal::HeatBalance>("ThermalEfficiency")
     },
+    kind::<calc::gl006_recovery::HeatRecovery>("HeatRecovery"),
+    kind::<calc::gl014_exchanger::HeatExchanger>("HeatExchanger"),
 ];
 
 /// Normalises `gl-009`, `GL009`, `gl_009` to the canonical `GL-009`.
@@ -138,5 +140,31 @@ mod tests {
         assert_eq!(out["efficiency_pct"], 85.0);
         let err = (k.validate_json)(br#"{"inputs":[]}"#).unwrap_err();
         assert_eq!(err.field(), Some("inputs"));
+    }
+
+    #[test]
+    fn heat_exchanger_kinds_are_registered() {
+        assert_eq!(lookup("gl014").map(|k| k.name), Some("HeatExchanger"));
+        assert_eq!(lookup("GL-006").map(|k| k.name), Some("HeatRecovery"));
+        let mut ids: Vec<_> = KINDS.iter().map(|k| k.id).collect();
+        ids.dedup();
+        assert_eq!(ids.len(), KINDS.len(), "a kind is registered twice");
+    }
+
+    #[test]
+    fn shipped_examples_run() {
+        let examples: [(&str, &[u8]); 2] = [
+            ("GL-014", include_bytes!("../../examples/calc/gl-014.json")),
+            ("GL-006", include_bytes!("../../examples/calc/gl-006.json")),
+        ];
+        for (id, req) in examples {
+            let k = lookup(id).unwrap();
+            (k.validate_json)(req).unwrap_or_else(|e| panic!("{id}: {e}"));
+            let out = (k.run_json)(req).unwrap_or_else(|e| panic!("{id}: {e}"));
+            let out: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert!(out.is_object(), "{id}: {out}");
+        }
+        let err = (lookup("GL-014").unwrap().validate_json)(br#"{"mode":"lmtd"}"#).unwrap_err();
+        assert_eq!(err.field(), Some("payload"));
     }
 }

@@ -8,7 +8,10 @@
 pub mod gl002_boiler;
 pub mod gl003_combustion;
 pub mod gl004_emissions;
+pub mod gl006_recovery;
 pub mod gl009_thermal;
+pub mod gl014_exchanger;
+pub mod units;
 
 use serde::{Deserialize, Serialize};
 
