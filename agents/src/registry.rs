@@ -43,9 +43,10 @@ const fn kind<C: Calculation>(name: &'static str) -> AgentKind {
 }
 
 /// Every agent kind this build serves.
-pub static KINDS: &[AgentKind] = &[kind::<calc::gl009_thermal::HeatBalance>(
-    "ThermalEfficiency",
-)];
+pub static KINDS: &[AgentKind] = &[
+    kind::<calc::gl009_thermal::HeatBalance>("ThermalEfficiency"),
+    kind::<calc::gl012_steam::SteamProperties>("SteamSystem"),
+];
 
 /// Normalises `gl-009`, `GL009`, `gl_009` to the canonical `GL-009`.
 pub fn canonical_id(id: &str) -> String {

@@ -6,6 +6,7 @@
 //! against the reference figures and called from the CLI, an actor or a benchmark alike.
 
 pub mod gl009_thermal;
+pub mod gl012_steam;
 
 use serde::{Deserialize, Serialize};
 
