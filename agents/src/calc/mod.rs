@@ -10,6 +10,7 @@ pub mod gl003_combustion;
 pub mod gl004_emissions;
 pub mod gl006_recovery;
 pub mod gl009_thermal;
+pub mod gl012_steam;
 pub mod gl014_exchanger;
 pub mod units;
 

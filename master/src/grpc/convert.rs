@@ -317,7 +317,10 @@ mod tests {
         assert_eq!(d.field, "payload.gl009_heat_balance");
         // A missing reading (NaN) travels as JSON null, which the calculation reads as missing.
         let json: serde_json::Value = serde_json::from_slice(&d.json).unwrap();
-        assert_eq!(json["inputs"][0]["history_kwh"], serde_json::json!([990.0, null]));
+        assert_eq!(
+            json["inputs"][0]["history_kwh"],
+            serde_json::json!([990.0, null])
+        );
         let mut complete = m.clone();
         complete.inputs[0].history_kwh = vec![990.0, 1001.0];
         let d = decode_payload(Some(pb::TaskPayload {
