@@ -2,11 +2,13 @@
 //!
 //! [`ledger`] is the durable task store, [`scheduler`] the master actor that owns every task
 //! state change, [`grpc`] the only place protobuf types are converted, [`server`] wires it
-//! together with the metrics/health HTTP endpoint.
+//! together with the metrics/health HTTP endpoint. [`optimize`] is the multi-plant heat
+//! distribution optimizer (LP/MILP with good_lp, greedy fallback, verifier).
 
 pub mod config;
 pub mod grpc;
 pub mod ledger;
+pub mod optimize;
 pub mod scheduler;
 pub mod server;
 pub mod task;
