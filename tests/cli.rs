@@ -166,7 +166,11 @@ fn client_verbs_against_a_running_master() {
 
     let o = heatmesh(&["agents", "--addr", &addr, "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v.as_array().unwrap().len(), 3);
+    assert_eq!(
+        v.as_array().unwrap().len(),
+        14,
+        "every agent of the three sample plants"
+    );
     assert!(
         v.as_array()
             .unwrap()

@@ -127,6 +127,7 @@ fn submit_req(plant: &str, req: pb::HeatBalanceRequest, key: String) -> pb::Subm
 fn typed(t: &pb::Task) -> Option<&pb::HeatBalanceResult> {
     match t.result.as_ref()?.typed.as_ref()? {
         pb::task_result::Typed::Gl009HeatBalance(r) => Some(r),
+        _ => None,
     }
 }
 

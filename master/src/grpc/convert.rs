@@ -40,7 +40,13 @@ macro_rules! typed_kinds {
 }
 
 typed_kinds! {
+    Gl002BoilerEfficiency => "GL-002",
+    Gl003Combustion => "GL-003",
+    Gl004Emissions => "GL-004",
+    Gl006HeatRecovery => "GL-006",
     Gl009HeatBalance => "GL-009",
+    Gl012Steam => "GL-012",
+    Gl014HeatExchanger => "GL-014",
 }
 
 fn to_json<T: serde::Serialize>(m: &T) -> Result<Vec<u8>, GrpcStatus> {
