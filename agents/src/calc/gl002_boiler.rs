@@ -66,6 +66,19 @@ pub struct BoilerEfficiencyRequest {
     /// Direct: enthalpy of the feedwater, kJ/kg.
     #[serde(default)]
     pub feedwater_enthalpy_kj_kg: Option<f64>,
+    /// Direct: steam pressure, MPa; with `steam_temperature_k` gives the enthalpy by IF97
+    /// (GL-012) when `steam_enthalpy_kj_kg` is not given.
+    #[serde(default)]
+    pub steam_pressure_mpa: Option<f64>,
+    /// Direct: steam temperature, K.
+    #[serde(default)]
+    pub steam_temperature_k: Option<f64>,
+    /// Direct: feedwater pressure, MPa (with `feedwater_temperature_k`, IF97 enthalpy).
+    #[serde(default)]
+    pub feedwater_pressure_mpa: Option<f64>,
+    /// Direct: feedwater temperature, K.
+    #[serde(default)]
+    pub feedwater_temperature_k: Option<f64>,
     /// Direct: fuel flow, kg/h.
     #[serde(default)]
     pub fuel_flow_kg_h: Option<f64>,
@@ -148,6 +161,15 @@ pub struct BoilerEfficiencyResult {
     pub heat_output_kw: Option<f64>,
     /// Direct: fuel heat input m_fuel x GCV, kW.
     pub fuel_heat_input_kw: Option<f64>,
+    /// Direct: steam enthalpy used, kJ/kg.
+    #[serde(default)]
+    pub steam_enthalpy_kj_kg: Option<f64>,
+    /// Direct: feedwater enthalpy used, kJ/kg.
+    #[serde(default)]
+    pub feedwater_enthalpy_kj_kg: Option<f64>,
+    /// Direct: where the enthalpies came from: `given` or `IAPWS-IF97 (p,T)` per stream.
+    #[serde(default)]
+    pub enthalpy_source: Option<String>,
     /// Indirect: theoretical air, kg/kg fuel.
     pub theoretical_air_kg_kg: Option<f64>,
     /// Indirect: excess air from O2, percent.
@@ -180,8 +202,49 @@ pub struct BoilerEfficiency;
 /// Validated direct-method inputs (kJ basis).
 struct Direct {
     steam_kg_h: f64,
+    h_steam: f64,
+    h_feedwater: f64,
+    source: String,
     dh_kj_kg: f64,
     fuel_kg_h: f64,
+}
+
+/// A stream's enthalpy: given directly, or from (p, T) by IAPWS-IF97 (GL-012). Errors name
+/// this request's fields, not GL-012's.
+fn stream_enthalpy(
+    prefix: &str,
+    h: Option<f64>,
+    p: Option<f64>,
+    t: Option<f64>,
+) -> Result<(f64, &'static str), CalcError> {
+    let h_field = format!("{prefix}_enthalpy_kj_kg");
+    if let Some(h) = h {
+        return Ok((in_range(&h_field, h, 0.0, 10_000.0)?, "given"));
+    }
+    let (p_field, t_field) = (
+        format!("{prefix}_pressure_mpa"),
+        format!("{prefix}_temperature_k"),
+    );
+    match (p, t) {
+        (Some(p), Some(t)) => {
+            let h = super::gl012_steam::enthalpy_pt(p, t).map_err(|e| match e {
+                CalcError::Invalid { field, rule } => {
+                    let f = if field.contains("temperature") {
+                        &t_field
+                    } else {
+                        &p_field
+                    };
+                    CalcError::invalid(f.clone(), rule)
+                }
+                other => other,
+            })?;
+            Ok((h, "IAPWS-IF97 (p,T)"))
+        }
+        _ => Err(CalcError::invalid(
+            h_field,
+            format!("required for method direct (or give {p_field} and {t_field})"),
+        )),
+    }
 }
 
 /// Validated indirect-method inputs (kcal basis).
@@ -286,10 +349,18 @@ impl BoilerEfficiencyRequest {
             "steam_flow_kg_h",
             required("steam_flow_kg_h", self.steam_flow_kg_h, m)?,
         )?;
-        let hs = required("steam_enthalpy_kj_kg", self.steam_enthalpy_kj_kg, m)?;
-        let hs = in_range("steam_enthalpy_kj_kg", hs, 0.0, 10_000.0)?;
-        let hw = required("feedwater_enthalpy_kj_kg", self.feedwater_enthalpy_kj_kg, m)?;
-        let hw = in_range("feedwater_enthalpy_kj_kg", hw, 0.0, 10_000.0)?;
+        let (hs, hs_src) = stream_enthalpy(
+            "steam",
+            self.steam_enthalpy_kj_kg,
+            self.steam_pressure_mpa,
+            self.steam_temperature_k,
+        )?;
+        let (hw, hw_src) = stream_enthalpy(
+            "feedwater",
+            self.feedwater_enthalpy_kj_kg,
+            self.feedwater_pressure_mpa,
+            self.feedwater_temperature_k,
+        )?;
         if hs <= hw {
             return Err(CalcError::invalid(
                 "steam_enthalpy_kj_kg",
@@ -302,6 +373,9 @@ impl BoilerEfficiencyRequest {
         )?;
         let d = Direct {
             steam_kg_h: steam,
+            h_steam: hs,
+            h_feedwater: hw,
+            source: format!("steam: {hs_src}; feedwater: {hw_src}"),
             dh_kj_kg: hs - hw,
             fuel_kg_h: fuel,
         };
@@ -536,6 +610,9 @@ impl Calculation for BoilerEfficiency {
             l6_unburnt_bottom_ash_pct: None,
             l7_radiation_unaccounted_pct: None,
             total_losses_pct: None,
+            steam_enthalpy_kj_kg: None,
+            feedwater_enthalpy_kj_kg: None,
+            enthalpy_source: None,
         };
         match checked {
             Checked::Direct(d) => {
@@ -544,6 +621,9 @@ impl Calculation for BoilerEfficiency {
                 r.efficiency_pct = out_kw / in_kw * 100.0;
                 r.heat_output_kw = Some(out_kw);
                 r.fuel_heat_input_kw = Some(in_kw);
+                r.steam_enthalpy_kj_kg = Some(d.h_steam);
+                r.feedwater_enthalpy_kj_kg = Some(d.h_feedwater);
+                r.enthalpy_source = Some(d.source);
             }
             Checked::Indirect(ind) => {
                 let x = ind.losses(gcv_kcal);
@@ -691,6 +771,49 @@ mod tests {
         assert_eq!(
             BoilerEfficiency::run(&bad).unwrap_err().field(),
             Some("steam_flow_kg_h")
+        );
+    }
+
+    #[test]
+    fn direct_method_takes_enthalpies_from_if97() {
+        // 4 MPa / 673.15 K steam and 5 MPa / 378.15 K feedwater, enthalpies by IF97.
+        let hs = crate::calc::gl012_steam::enthalpy_pt(4.0, 673.15).unwrap();
+        let hw = crate::calc::gl012_steam::enthalpy_pt(5.0, 378.15).unwrap();
+        assert!(
+            (hs - 3213.5).abs() < 1.0 && (hw - 444.2).abs() < 1.0,
+            "{hs} {hw}"
+        );
+        let req = BoilerEfficiencyRequest {
+            method: "direct".into(),
+            gcv: 50_000.0,
+            gcv_unit: "kj_kg".into(),
+            steam_flow_kg_h: Some(20_000.0),
+            steam_pressure_mpa: Some(4.0),
+            steam_temperature_k: Some(673.15),
+            feedwater_pressure_mpa: Some(5.0),
+            feedwater_temperature_k: Some(378.15),
+            fuel_flow_kg_h: Some(1_300.0),
+            ..Default::default()
+        };
+        let r = BoilerEfficiency::run(&req).unwrap();
+        let expected = 20_000.0 * (hs - hw) / (1_300.0 * 50_000.0) * 100.0;
+        assert!((r.efficiency_pct - expected).abs() < 1e-9);
+        assert_eq!(r.steam_enthalpy_kj_kg, Some(hs));
+        assert_eq!(
+            r.enthalpy_source.as_deref(),
+            Some("steam: IAPWS-IF97 (p,T); feedwater: IAPWS-IF97 (p,T)")
+        );
+        let mut bad = req.clone();
+        bad.steam_temperature_k = Some(5_000.0);
+        assert_eq!(
+            BoilerEfficiency::run(&bad).unwrap_err().field(),
+            Some("steam_temperature_k")
+        );
+        let mut missing = req;
+        missing.feedwater_temperature_k = None;
+        assert_eq!(
+            BoilerEfficiency::run(&missing).unwrap_err().field(),
+            Some("feedwater_enthalpy_kj_kg")
         );
     }
 
