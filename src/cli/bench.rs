@@ -19,9 +19,27 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
-/// Arguments of `heatmesh bench`.
+/// Arguments of `heatmesh bench`: the task benchmark by default, or `bench calc`.
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    #[command(subcommand)]
+    what: Option<BenchWhat>,
+    #[command(flatten)]
+    tasks: TaskBenchArgs,
+}
+
+#[derive(clap::Subcommand)]
+enum BenchWhat {
+    /// Task throughput and latency through the gRPC API (the default).
+    Tasks(TaskBenchArgs),
+    /// Single-core throughput of each agent kind's calculation and of IF97 property calls.
+    Calc(super::bench_calc::CalcBenchArgs),
+}
+
+/// Arguments of the task benchmark.
+#[derive(clap::Args)]
+pub struct TaskBenchArgs {
     /// Tasks in the throughput phase (0 skips it).
     #[arg(long, default_value_t = 50_000)]
     tasks: usize,
@@ -160,8 +178,17 @@ fn print(label: &str, f: &Figures, submitted: usize) {
     );
 }
 
-/// Runs the phases and prints one line of figures per phase.
+/// Runs the selected benchmark.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.what {
+        None => run_tasks(args.tasks).await,
+        Some(BenchWhat::Tasks(t)) => run_tasks(t).await,
+        Some(BenchWhat::Calc(c)) => super::bench_calc::run(c),
+    }
+}
+
+/// Runs the task phases and prints one line of figures per phase.
+async fn run_tasks(args: TaskBenchArgs) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir().context("creating a temporary data directory")?;
     let (addr, plants, mesh) = match &args.target {
         Some(t) => {

@@ -1,6 +1,7 @@
 //! Command implementations, one file per command family.
 
 pub mod bench;
+pub mod bench_calc;
 pub mod calc;
 pub mod client;
 pub mod demo;
