@@ -536,31 +536,13 @@ async fn bad_input_is_refused_and_nothing_is_stored() {
         Code::InvalidArgument,
         "payload: required",
     );
-    let unknown_kind = pb::SubmitTaskRequest {
-        plant_id: "Plant-001".into(),
-        payload: Some(pb::TaskPayload {
-            request: Some(pb::task_payload::Request::Json(pb::JsonRequest {
-                agent_kind: "GL-777".into(),
-                json: "{}".into(),
-            })),
-        }),
-        ..Default::default()
-    };
+    let unknown_kind = json_submit("Plant-001", "GL-777", "{}");
     check(
         h.tasks.submit_task(unknown_kind).await,
         Code::NotFound,
         "unknown agent kind \"GL-777\"",
     );
-    let bad_json = pb::SubmitTaskRequest {
-        plant_id: "Plant-001".into(),
-        payload: Some(pb::TaskPayload {
-            request: Some(pb::task_payload::Request::Json(pb::JsonRequest {
-                agent_kind: "GL-009".into(),
-                json: "{not json".into(),
-            })),
-        }),
-        ..Default::default()
-    };
+    let bad_json = json_submit("Plant-001", "GL-009", "{not json");
     check(
         h.tasks.submit_task(bad_json).await,
         Code::InvalidArgument,

@@ -90,6 +90,20 @@ pub fn submit(plant: &str, req: pb::HeatBalanceRequest) -> pb::SubmitTaskRequest
     }
 }
 
+/// A submit carrying a request for any kind as JSON (what `heatmesh submit` sends).
+pub fn json_submit(plant: &str, kind: &str, json: &str) -> pb::SubmitTaskRequest {
+    pb::SubmitTaskRequest {
+        plant_id: plant.into(),
+        payload: Some(pb::TaskPayload {
+            request: Some(pb::task_payload::Request::Json(pb::JsonRequest {
+                agent_kind: kind.into(),
+                json: json.into(),
+            })),
+        }),
+        ..Default::default()
+    }
+}
+
 /// Polls GetTask until the task is terminal or the timeout passes.
 pub async fn wait_terminal(
     c: &mut TaskServiceClient<Channel>,
