@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/heatmesh/v1/calc.proto",
         "proto/heatmesh/v1/tasks.proto",
         "proto/heatmesh/v1/mesh.proto",
+        "proto/heatmesh/v1/node.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

@@ -46,8 +46,12 @@ enum Command {
     /// Start the master and the sample plants in this process, run a sample workload through
     /// the gRPC API, print the results and exit.
     Demo(cli::demo::DemoArgs),
-    /// Start the master and its plants and keep serving.
+    /// Start the master and its plants in this process and keep serving.
     Up(cli::up::UpArgs),
+    /// Start the master alone: plants run on attached nodes (`heatmesh node`).
+    Master(cli::up::UpArgs),
+    /// Start a plant node that attaches to a master.
+    Node(cli::node::NodeArgs),
     /// Submit a task.
     Submit(cli::client::SubmitArgs),
     /// Show one task (with its history); `--watch` follows it until it is terminal.
@@ -81,7 +85,7 @@ fn init_logging(format: LogFormat, filter: Option<&str>, default: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
-        Command::Up(_) => "info",
+        Command::Up(_) | Command::Master(_) | Command::Node(_) => "info",
         _ => "warn",
     };
     init_logging(cli.log_format, cli.log.as_deref(), default_level);
@@ -105,7 +109,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Demo(a) => cli::demo::run(a).await,
-            Command::Up(a) => cli::up::run(a).await,
+            Command::Up(a) => cli::up::run(a, false).await,
+            Command::Master(a) => cli::up::run(a, true).await,
+            Command::Node(a) => cli::node::run(a).await,
             Command::Submit(a) => cli::client::submit(&addr, a).await,
             Command::Task(a) => cli::client::task(&addr, a).await,
             Command::Tasks(a) => cli::client::tasks(&addr, a).await,

@@ -46,10 +46,16 @@ fn demo_prints_the_known_answer_and_its_alert() {
 
 #[test]
 fn calc_runs_every_shipped_example() {
-    for kind in ["gl-002", "gl-003", "gl-004", "gl-006", "gl-009", "gl-012", "gl-014"] {
+    for kind in [
+        "gl-002", "gl-003", "gl-004", "gl-006", "gl-009", "gl-012", "gl-014",
+    ] {
         let path = format!("{}/examples/calc/{kind}.json", env!("CARGO_MANIFEST_DIR"));
         let o = heatmesh(&["calc", kind, "--input", &path]);
-        assert!(o.status.success(), "{kind}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "{kind}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert!(v.is_object(), "{kind}: {v}");
     }

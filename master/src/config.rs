@@ -89,6 +89,78 @@ impl Default for Limits {
     }
 }
 
+/// Where plants run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlacementConfig {
+    /// After start, wait this long for preferred nodes before placing plants elsewhere, ms.
+    pub startup_grace_ms: u64,
+    /// Move a plant back to its preferred node when that node returns and the plant is idle.
+    pub move_back: bool,
+}
+
+impl Default for PlacementConfig {
+    fn default() -> Self {
+        PlacementConfig {
+            startup_grace_ms: 3_000,
+            move_back: true,
+        }
+    }
+}
+
+/// Node membership: cookie, heartbeats, leases.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Shared secret nodes must present (prefer `cookie_file` or `HEATMESH_CLUSTER__COOKIE`).
+    pub cookie: Option<String>,
+    /// File holding the cookie (first line, trimmed).
+    pub cookie_file: Option<PathBuf>,
+    /// How often nodes send heartbeats, ms.
+    pub heartbeat_interval_ms: u64,
+    /// A node silent for this long is fenced and its plants re-placed, ms.
+    pub lease_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            cookie: None,
+            cookie_file: None,
+            heartbeat_interval_ms: 200,
+            lease_ms: 1_000,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The cookie from `cookie` or `cookie_file`; None when neither is set.
+    pub fn resolve_cookie(&self) -> Result<Option<String>, ConfigError> {
+        if let Some(c) = &self.cookie {
+            return Ok(Some(c.clone()));
+        }
+        match &self.cookie_file {
+            None => Ok(None),
+            Some(f) => {
+                let text = std::fs::read_to_string(f).map_err(|e| {
+                    invalid(
+                        "cluster.cookie_file",
+                        format!("cannot read {}: {e}", f.display()),
+                    )
+                })?;
+                let c = text.lines().next().unwrap_or("").trim().to_string();
+                if c.is_empty() {
+                    return Err(invalid(
+                        "cluster.cookie_file",
+                        format!("{} is empty", f.display()),
+                    ));
+                }
+                Ok(Some(c))
+            }
+        }
+    }
+}
+
 /// Everything the master needs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -109,6 +181,10 @@ pub struct Config {
     pub limits: Limits,
     /// Lets MeshService.InjectFault arm rehearsal faults (drills, tests).
     pub allow_fault_injection: bool,
+    /// Plant placement.
+    pub placement: PlacementConfig,
+    /// Node membership.
+    pub cluster: ClusterConfig,
     /// The fleet.
     pub plants: Vec<PlantSpec>,
 }
@@ -124,6 +200,8 @@ impl Default for Config {
             restart: RestartPolicy::default(),
             limits: Limits::default(),
             allow_fault_injection: false,
+            placement: PlacementConfig::default(),
+            cluster: ClusterConfig::default(),
             plants: Vec::new(),
         }
     }
@@ -219,6 +297,22 @@ impl Config {
                 "scheduler.retry_backoff_initial_ms",
                 "must not exceed scheduler.retry_backoff_max_ms",
             ));
+        }
+        let c = &self.cluster;
+        if c.heartbeat_interval_ms == 0 {
+            return Err(invalid("cluster.heartbeat_interval_ms", "must be >= 1"));
+        }
+        if c.lease_ms <= c.heartbeat_interval_ms {
+            return Err(invalid(
+                "cluster.lease_ms",
+                format!(
+                    "must exceed cluster.heartbeat_interval_ms ({})",
+                    c.heartbeat_interval_ms
+                ),
+            ));
+        }
+        if c.cookie.as_ref().is_some_and(|k| k.len() < 16) {
+            return Err(invalid("cluster.cookie", "must be at least 16 characters"));
         }
         if self.restart.window_ms == 0 {
             return Err(invalid("restart.window_ms", "must be >= 1"));

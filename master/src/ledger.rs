@@ -282,6 +282,22 @@ impl Ledger {
         )
     }
 
+    /// The next epoch for a node attaching now: one more than any it had, durable before it
+    /// is handed out, so a fenced node can never come back under an old epoch.
+    pub fn next_node_epoch(&self, node: &str) -> Result<u64, LedgerError> {
+        let key = format!("node_epoch/{node}");
+        let next = self.meta.update_and_fetch(key.as_bytes(), |old| {
+            let n = old
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map_or(0, u64::from_be_bytes);
+            Some((n + 1).to_be_bytes().to_vec())
+        })?;
+        self.db.flush()?;
+        Ok(next
+            .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+            .map_or(1, u64::from_be_bytes))
+    }
+
     /// Flushes synchronously (used at shutdown).
     pub fn flush(&self) -> Result<(), LedgerError> {
         self.db.flush()?;

@@ -7,7 +7,7 @@
 use crate::config::Config;
 use crate::ledger::{Callback, Commit, Ledger, LedgerError, Op};
 use crate::task::{Priority, Status, TaskRecord, Transition, now_us};
-use heatmesh_agents::fault::{Fault, FaultTable};
+use heatmesh_agents::fault::Fault;
 use heatmesh_agents::{AgentStatus, Assignment, EventSink, Outcome, PlantEvent, PlantSpec};
 use heatmesh_mesh::{NodeLink, PlantLink};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -103,8 +103,29 @@ pub struct MeshSnapshot {
     pub plants: Vec<PlantView>,
     /// Sub-agents.
     pub agents: Vec<AgentView>,
-    /// Node ids and addresses with their plants.
-    pub nodes: Vec<(String, String, Vec<String>)>,
+    /// Nodes, connected or not.
+    pub nodes: Vec<NodeView>,
+}
+
+/// One node as operators see it.
+#[derive(Debug, Clone)]
+pub struct NodeView {
+    /// Node id.
+    pub id: String,
+    /// Address it reported (empty: in-process).
+    pub address: String,
+    /// Attached now.
+    pub connected: bool,
+    /// Node epoch of its current (or last) session.
+    pub node_epoch: u64,
+    /// Plants placed on it.
+    pub plants: Vec<String>,
+    /// Plants it prefers.
+    pub preferred: Vec<String>,
+    /// Unix microseconds of its last heartbeat (now, for in-process nodes).
+    pub last_heartbeat_us: u64,
+    /// Why it was lost, when disconnected.
+    pub lost_reason: Option<String>,
 }
 
 /// Messages of the master actor.
@@ -126,6 +147,28 @@ pub enum MasterMsg {
     },
     /// Timer: place a plant again.
     Replace(String),
+    /// A node attached.
+    NodeJoined {
+        /// Its link.
+        link: Arc<dyn NodeLink>,
+        /// Its node epoch.
+        node_epoch: u64,
+        /// Plants it prefers.
+        preferred: Vec<String>,
+        /// Plant incarnations it still runs: (plant, epoch).
+        running: Vec<(String, u64)>,
+    },
+    /// A node's session ended (closed connection or expired lease); it is fenced.
+    NodeLost {
+        /// Node id.
+        node_id: String,
+        /// The session that ended.
+        node_epoch: u64,
+        /// Why.
+        reason: String,
+    },
+    /// Move the busiest plant off the most loaded node to the least loaded one.
+    Rebalance(RpcReplyPort<Result<Vec<String>, ApiError>>),
     /// Cancel a task.
     Cancel(u64, String, RpcReplyPort<Result<TaskRecord, ApiError>>),
     /// Put failed tasks back to pending (optional plant and kind filters).
@@ -154,10 +197,9 @@ pub struct MasterArgs {
     pub config: Config,
     /// The opened ledger.
     pub ledger: Ledger,
-    /// The node plants are placed on.
-    pub node: Arc<dyn NodeLink>,
-    /// Fault table shared with the node's plants.
-    pub faults: FaultTable,
+    /// An in-process node that prefers every plant (`heatmesh up`); None for a master that
+    /// only places plants on attached nodes (`heatmesh master`).
+    pub local_node: Option<Arc<dyn NodeLink>>,
     /// Start with dispatch held.
     pub paused: bool,
 }
@@ -172,6 +214,8 @@ struct Active {
 struct PlantRt {
     spec: PlantSpec,
     epoch: u64,
+    /// Node it is placed on (None: unplaced).
+    node: Option<String>,
     link: Option<Arc<dyn PlantLink>>,
     status: &'static str,
     replace_failures: u32,
@@ -179,13 +223,21 @@ struct PlantRt {
 
 type QueueKey = (String, String);
 
+struct NodeRt {
+    link: Arc<dyn NodeLink>,
+    node_epoch: u64,
+    connected: bool,
+    preferred: Vec<String>,
+    lost_reason: Option<String>,
+}
+
 /// Master state.
 pub struct MasterState {
     cfg: Config,
     myself: Option<ActorRef<MasterMsg>>,
     ledger: Ledger,
-    node: Arc<dyn NodeLink>,
-    faults: FaultTable,
+    nodes: HashMap<String, NodeRt>,
+    started: Instant,
     paused: bool,
     next_id: u64,
     seq: u64,
@@ -204,6 +256,11 @@ pub struct MasterState {
 
 /// The GL-001 master actor.
 pub struct Master;
+
+/// The sink plants report through: every event becomes a message to the master actor.
+pub fn event_sink(master: &ActorRef<MasterMsg>) -> EventSink {
+    sink_for(master)
+}
 
 fn sink_for(master: &ActorRef<MasterMsg>) -> EventSink {
     let m = master.clone();
@@ -369,7 +426,7 @@ impl MasterState {
         let Some(link) = plant.link.clone() else {
             return;
         };
-        let (epoch, node) = (plant.epoch, self.node.id().to_string());
+        let (epoch, node) = (plant.epoch, plant.node.clone().unwrap_or_default());
         let lease = Duration::from_millis(self.cfg.scheduler.lease_ms);
         let max = self.cfg.scheduler.max_in_flight_per_agent;
         loop {
@@ -469,6 +526,7 @@ impl MasterState {
         plant: String,
         epoch: u64,
         reason: String,
+        delay: Duration,
     ) {
         let Some(p) = self.plants.get_mut(&plant) else {
             return;
@@ -499,17 +557,108 @@ impl MasterState {
             a.status = AgentStatus::Failed;
             a.last_change_us = now_us();
         }
-        let delay = Duration::from_millis(self.cfg.scheduler.replace_backoff_ms);
-        myself.send_after(delay, move || MasterMsg::Replace(plant));
+        metrics::counter!("heatmesh_plant_down_total").increment(1);
+        if delay.is_zero() {
+            self.place(myself, &plant);
+        } else {
+            myself.send_after(delay, move || MasterMsg::Replace(plant));
+        }
+    }
+
+    /// Where a plant should run: its preferred node when attached; otherwise (after the
+    /// start-up grace, so preferred nodes can attach first) the live node with fewest plants.
+    fn choose_node(&self, plant: &str) -> Option<String> {
+        let live = |n: &&String| self.nodes.get(*n).is_some_and(|r| r.connected);
+        let mut preferred: Vec<&String> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.connected && n.preferred.iter().any(|p| p == plant))
+            .map(|(id, _)| id)
+            .collect();
+        preferred.sort();
+        if let Some(id) = preferred.first() {
+            return Some((*id).clone());
+        }
+        if self.started.elapsed() < Duration::from_millis(self.cfg.placement.startup_grace_ms) {
+            return None;
+        }
+        let load = |id: &String| {
+            self.plants
+                .values()
+                .filter(|p| p.node.as_ref() == Some(id))
+                .count()
+        };
+        let mut live_nodes: Vec<&String> = self.nodes.keys().filter(live).collect();
+        live_nodes.sort_by_key(|id| (load(id), (*id).clone()));
+        live_nodes.first().map(|id| (*id).clone())
+    }
+
+    /// Whether the plant's preferred node is attached but the plant runs elsewhere.
+    fn away_from_preferred(&self, plant: &PlantRt) -> Option<String> {
+        let pref = self
+            .nodes
+            .iter()
+            .find(|(_, n)| n.connected && n.preferred.iter().any(|p| p == &plant.spec.id))
+            .map(|(id, _)| id.clone())?;
+        (plant.node.as_ref() != Some(&pref)).then_some(pref)
+    }
+
+    fn plant_in_flight(&self, plant: &str) -> usize {
+        self.in_flight
+            .iter()
+            .filter(|((p, _), _)| p == plant)
+            .map(|(_, n)| *n)
+            .sum()
+    }
+
+    /// Moves a running plant to another node: the old incarnation is stopped and its
+    /// in-flight tasks are orphaned and re-queued, then the plant is placed again.
+    fn move_plant(&mut self, myself: &ActorRef<MasterMsg>, plant: &str, why: &str) {
+        let Some(p) = self.plants.get_mut(plant) else {
+            return;
+        };
+        if let Some(link) = p.link.take() {
+            link.stop();
+        }
+        let epoch = p.epoch;
+        metrics::counter!("heatmesh_placement_moves_total").increment(1);
+        tracing::info!(plant, epoch, "moving plant: {why}");
+        self.on_plant_down(
+            myself,
+            plant.to_string(),
+            epoch,
+            why.to_string(),
+            Duration::ZERO,
+        );
     }
 
     fn place(&mut self, myself: &ActorRef<MasterMsg>, plant: &str) {
+        match self.choose_node(plant) {
+            Some(node) => self.place_on(myself, plant, &node),
+            None => {
+                if let Some(p) = self.plants.get_mut(plant) {
+                    p.node = None;
+                    p.link = None;
+                    p.status = "unplaced";
+                }
+            }
+        }
+    }
+
+    /// Starts a new incarnation (epoch + 1) of `plant` on `node_id` and journals it.
+    fn place_on(&mut self, myself: &ActorRef<MasterMsg>, plant: &str, node_id: &str) {
+        let Some(node) = self.nodes.get(node_id).map(|n| n.link.clone()) else {
+            return;
+        };
+        let node_id = node_id.to_string();
         let Some(p) = self.plants.get_mut(plant) else {
             return;
         };
         p.epoch += 1;
+        p.node = Some(node_id.clone());
+        p.link = None;
+        p.status = "placing";
         let (spec, epoch) = (p.spec.clone(), p.epoch);
-        let node_id = self.node.id().to_string();
         self.write(
             vec![Op::Placement {
                 plant: plant.to_string(),
@@ -519,7 +668,6 @@ impl MasterState {
             vec![],
             None,
         );
-        let node = self.node.clone();
         let master = myself.clone();
         let sink = sink_for(myself);
         tokio::spawn(async move {
@@ -534,6 +682,183 @@ impl MasterState {
                 result,
             });
         });
+    }
+
+    fn on_node_joined(
+        &mut self,
+        myself: &ActorRef<MasterMsg>,
+        link: Arc<dyn NodeLink>,
+        node_epoch: u64,
+        preferred: Vec<String>,
+        running: Vec<(String, u64)>,
+    ) {
+        let id = link.id().to_string();
+        tracing::info!(node = %id, node_epoch, ?preferred, "node joined");
+        // Whatever it still runs from an earlier session is not current: a new master or a
+        // fence gave those plants new epochs. Stop them; placement below decides afresh.
+        for (plant, epoch) in &running {
+            let current = self.plants.get(plant).is_some_and(|p| {
+                p.epoch == *epoch && p.node.as_ref() == Some(&id) && p.link.is_some()
+            });
+            if !current {
+                link.stop_stale_plant(plant, *epoch);
+            }
+        }
+        for p in &preferred {
+            if !self.plants.contains_key(p) {
+                tracing::warn!(node = %id, plant = %p, "node prefers a plant that is not in the fleet");
+            }
+        }
+        self.nodes.insert(
+            id.clone(),
+            NodeRt {
+                link,
+                node_epoch,
+                connected: true,
+                preferred,
+                lost_reason: None,
+            },
+        );
+        metrics::gauge!("heatmesh_nodes", "status" => "connected")
+            .set(self.nodes.values().filter(|n| n.connected).count() as f64);
+        self.place_waiting(myself);
+    }
+
+    fn on_node_lost(
+        &mut self,
+        myself: &ActorRef<MasterMsg>,
+        id: String,
+        node_epoch: u64,
+        reason: String,
+    ) {
+        let Some(n) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        if n.node_epoch != node_epoch {
+            return;
+        }
+        n.connected = false;
+        n.lost_reason = Some(reason.clone());
+        metrics::gauge!("heatmesh_nodes", "status" => "connected")
+            .set(self.nodes.values().filter(|n| n.connected).count() as f64);
+        let mut lost: Vec<(String, u64)> = self
+            .plants
+            .values()
+            .filter(|p| p.node.as_ref() == Some(&id))
+            .map(|p| (p.spec.id.clone(), p.epoch))
+            .collect();
+        lost.sort();
+        for (plant, epoch) in lost {
+            let why = format!("node {id} (node epoch {node_epoch}) lost: {reason}");
+            self.on_plant_down(myself, plant, epoch, why, Duration::ZERO);
+        }
+        for a in self.agents.values_mut().filter(|a| a.node == id) {
+            a.status = AgentStatus::Failed;
+            a.last_change_us = now_us();
+        }
+    }
+
+    /// Places unplaced plants where possible, and moves plants back to their preferred
+    /// node once they are idle (when `placement.move_back` is on).
+    fn place_waiting(&mut self, myself: &ActorRef<MasterMsg>) {
+        let mut ids: Vec<String> = self.plants.keys().cloned().collect();
+        ids.sort();
+        for id in ids {
+            let Some(p) = self.plants.get(&id) else {
+                continue;
+            };
+            if p.node.is_none() {
+                self.place(myself, &id);
+            } else if self.cfg.placement.move_back
+                && p.link.is_some()
+                && let Some(pref) = self.away_from_preferred(p)
+                && self.plant_in_flight(&id) == 0
+            {
+                self.move_plant(
+                    myself,
+                    &id,
+                    &format!("moving back to preferred node {pref}"),
+                );
+            }
+        }
+    }
+
+    /// Moves the plant with the most waiting work off the most loaded node onto the least
+    /// loaded live node, when that node has fewer plants. Returns the moves made.
+    fn rebalance(&mut self, myself: &ActorRef<MasterMsg>) -> Vec<String> {
+        let work = |st: &Self, plant: &str| -> usize {
+            st.ready
+                .iter()
+                .filter(|((p, _), _)| p == plant)
+                .map(|(_, h)| h.len())
+                .sum::<usize>()
+                + st.plant_in_flight(plant)
+        };
+        let live: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.connected)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let plants_on = |st: &Self, n: &String| -> Vec<String> {
+            st.plants
+                .values()
+                .filter(|p| p.node.as_ref() == Some(n))
+                .map(|p| p.spec.id.clone())
+                .collect()
+        };
+        let node_work =
+            |st: &Self, n: &String| -> usize { plants_on(st, n).iter().map(|p| work(st, p)).sum() };
+        let Some(busiest) = live
+            .iter()
+            .max_by_key(|n| (node_work(self, n), (*n).clone()))
+            .cloned()
+        else {
+            return Vec::new();
+        };
+        let Some(idlest) = live
+            .iter()
+            .filter(|n| **n != busiest)
+            .min_by_key(|n| (plants_on(self, n).len(), node_work(self, n), (*n).clone()))
+            .cloned()
+        else {
+            return Vec::new();
+        };
+        let on_busiest = plants_on(self, &busiest);
+        if on_busiest.len() < 2 || plants_on(self, &idlest).len() + 1 >= on_busiest.len() {
+            return Vec::new();
+        }
+        let Some(plant) = on_busiest
+            .iter()
+            .max_by_key(|p| (work(self, p), (*p).clone()))
+            .cloned()
+        else {
+            return Vec::new();
+        };
+        // Place on the idlest node explicitly: it may not be the plant's preferred one.
+        let why = format!("rebalance: {busiest} -> {idlest}");
+        if let Some(p) = self.plants.get_mut(&plant) {
+            if let Some(link) = p.link.take() {
+                link.stop();
+            }
+            let epoch = p.epoch;
+            metrics::counter!("heatmesh_placement_moves_total").increment(1);
+            let lost: Vec<u64> = self
+                .active
+                .iter()
+                .filter(|(_, t)| {
+                    t.rec.plant_id == plant
+                        && t.rec.status == Status::Dispatched
+                        && t.rec.epoch == epoch
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            for id in lost {
+                self.orphan(id, why.clone());
+            }
+            self.place_on(myself, &plant, &idlest);
+        }
+        vec![format!("{plant}: {busiest} -> {idlest}")]
     }
 
     fn tick(&mut self) {
@@ -576,6 +901,9 @@ impl MasterState {
                 let ms = self.cfg.scheduler.lease_ms;
                 self.attempt_failed(id, format!("lease expired: no result within {ms} ms"), true);
             }
+        }
+        if let Some(m) = self.myself.clone() {
+            self.place_waiting(&m);
         }
         self.pump_all();
         for s in [Status::Pending, Status::Dispatched, Status::Orphaned] {
@@ -732,7 +1060,6 @@ impl MasterState {
     }
 
     fn snapshot(&self) -> MeshSnapshot {
-        let node = self.node.id().to_string();
         let mut plants: Vec<PlantView> = self
             .plants
             .values()
@@ -751,7 +1078,7 @@ impl MasterState {
                     .sum();
                 PlantView {
                     spec: p.spec.clone(),
-                    node: node.clone(),
+                    node: p.node.clone().unwrap_or_default(),
                     epoch: p.epoch,
                     status: p.status,
                     queued,
@@ -762,11 +1089,25 @@ impl MasterState {
         plants.sort_by(|a, b| a.spec.id.cmp(&b.spec.id));
         let mut agents: Vec<AgentView> = self.agents.values().cloned().collect();
         agents.sort_by(|a, b| (&a.plant, &a.kind).cmp(&(&b.plant, &b.kind)));
-        let nodes = vec![(
-            node,
-            self.node.address(),
-            plants.iter().map(|p| p.spec.id.clone()).collect(),
-        )];
+        let mut nodes: Vec<NodeView> = self
+            .nodes
+            .iter()
+            .map(|(id, n)| NodeView {
+                id: id.clone(),
+                address: n.link.address(),
+                connected: n.connected,
+                node_epoch: n.node_epoch,
+                plants: plants
+                    .iter()
+                    .filter(|p| &p.node == id)
+                    .map(|p| p.spec.id.clone())
+                    .collect(),
+                preferred: n.preferred.clone(),
+                last_heartbeat_us: n.link.last_heartbeat_us().unwrap_or_else(now_us),
+                lost_reason: n.lost_reason.clone(),
+            })
+            .collect();
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
         MeshSnapshot {
             plants,
             agents,
@@ -859,8 +1200,8 @@ impl Actor for Master {
             myself: Some(myself.clone()),
             plants: HashMap::new(),
             ledger: args.ledger,
-            node: args.node,
-            faults: args.faults,
+            nodes: HashMap::new(),
+            started: Instant::now(),
             paused: args.paused,
             next_id: 1,
             seq: 0,
@@ -883,14 +1224,29 @@ impl Actor for Master {
                 PlantRt {
                     spec,
                     epoch,
+                    node: None,
                     link: None,
-                    status: "restarting",
+                    status: "unplaced",
                     replace_failures: 0,
                 },
             );
         }
         st.recover()?;
-        let ids: Vec<String> = st.plants.keys().cloned().collect();
+        if let Some(local) = args.local_node {
+            let preferred = st.plants.keys().cloned().collect();
+            st.nodes.insert(
+                local.id().to_string(),
+                NodeRt {
+                    link: local,
+                    node_epoch: 1,
+                    connected: true,
+                    preferred,
+                    lost_reason: None,
+                },
+            );
+        }
+        let mut ids: Vec<String> = st.plants.keys().cloned().collect();
+        ids.sort();
         for id in ids {
             st.place(&myself, &id);
         }
@@ -925,8 +1281,12 @@ impl Actor for Master {
                     restarts,
                     epoch,
                 } => {
-                    if st.plants.get(&plant).is_some_and(|p| p.epoch == epoch) {
-                        let node = st.node.id().to_string();
+                    if let Some(node) = st
+                        .plants
+                        .get(&plant)
+                        .filter(|p| p.epoch == epoch)
+                        .map(|p| p.node.clone().unwrap_or_default())
+                    {
                         let a =
                             st.agents
                                 .entry((plant.clone(), kind.clone()))
@@ -936,13 +1296,19 @@ impl Actor for Master {
                                     status,
                                     restarts: 0,
                                     epoch,
-                                    node,
+                                    node: node.clone(),
                                     completed: 0,
                                     last_change_us: 0,
                                 });
+                        // A new incarnation (new epoch) starts its restart count afresh.
+                        a.restarts = if a.epoch == epoch {
+                            restarts.max(a.restarts)
+                        } else {
+                            restarts
+                        };
                         a.status = status;
-                        a.restarts = restarts.max(a.restarts);
                         a.epoch = epoch;
+                        a.node = node;
                         a.last_change_us = now_us();
                     }
                 }
@@ -950,7 +1316,10 @@ impl Actor for Master {
                     plant,
                     epoch,
                     reason,
-                } => st.on_plant_down(&myself, plant, epoch, reason),
+                } => {
+                    let delay = Duration::from_millis(st.cfg.scheduler.replace_backoff_ms);
+                    st.on_plant_down(&myself, plant, epoch, reason, delay)
+                }
             },
             MasterMsg::Placed {
                 plant,
@@ -992,7 +1361,26 @@ impl Actor for Master {
                     }
                 }
             }
-            MasterMsg::Replace(plant) => st.place(&myself, &plant),
+            MasterMsg::Replace(plant) => {
+                if st.plants.get(&plant).is_some_and(|p| p.link.is_none()) {
+                    st.place(&myself, &plant)
+                }
+            }
+            MasterMsg::NodeJoined {
+                link,
+                node_epoch,
+                preferred,
+                running,
+            } => st.on_node_joined(&myself, link, node_epoch, preferred, running),
+            MasterMsg::NodeLost {
+                node_id,
+                node_epoch,
+                reason,
+            } => st.on_node_lost(&myself, node_id, node_epoch, reason),
+            MasterMsg::Rebalance(reply) => {
+                let moves = st.rebalance(&myself);
+                let _ = reply.send(Ok(moves));
+            }
             MasterMsg::Cancel(id, reason, reply) => {
                 if st
                     .active
@@ -1107,6 +1495,12 @@ impl Actor for Master {
                 }
             }
             MasterMsg::InjectFault(plant, kind, fault, reply) => {
+                let node = st
+                    .plants
+                    .get(&plant)
+                    .and_then(|p| p.node.as_ref())
+                    .and_then(|n| st.nodes.get(n))
+                    .map(|n| n.link.clone());
                 let answer = if !st.cfg.allow_fault_injection {
                     Err(ApiError::FailedPrecondition(
                         "fault injection is disabled; set allow_fault_injection = true".into(),
@@ -1115,9 +1509,13 @@ impl Actor for Master {
                     Err(ApiError::NotFound(format!(
                         "no agent {kind} on plant {plant}"
                     )))
+                } else if let Some(node) = node {
+                    node.inject_fault(&plant, &kind, fault)
+                        .map_err(|e| ApiError::FailedPrecondition(e.to_string()))
                 } else {
-                    st.faults.set(&plant, &kind, fault);
-                    Ok(())
+                    Err(ApiError::FailedPrecondition(format!(
+                        "plant {plant} is not placed"
+                    )))
                 };
                 let _ = reply.send(answer);
             }

@@ -6,8 +6,10 @@ use crate::grpc::Api;
 use crate::ledger::{Ledger, LedgerError};
 use crate::scheduler::{Master, MasterArgs, MasterMsg};
 use heatmesh_agents::fault::FaultTable;
+use heatmesh_mesh::remote::{ClusterSettings, EpochSource, Membership, MembershipSink, NodeServer};
 use heatmesh_mesh::{LocalNode, NodeAgentArgs, NodeLink};
 use heatmesh_proto::v1::mesh_service_server::MeshServiceServer;
+use heatmesh_proto::v1::node_service_server::NodeServiceServer;
 use heatmesh_proto::v1::task_service_server::TaskServiceServer;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use ractor::{Actor, ActorRef};
@@ -58,6 +60,8 @@ pub enum StartError {
 pub struct StartOptions {
     /// Hold dispatching until `set_paused(false)` (tests, maintenance).
     pub paused: bool,
+    /// Run no plants in this process: place them only on attached nodes (`heatmesh master`).
+    pub remote_only: bool,
 }
 
 /// A mesh running in this process.
@@ -127,8 +131,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningMesh, St
         MasterArgs {
             config: config.clone(),
             ledger: ledger.clone(),
-            node: node.clone() as Arc<dyn NodeLink>,
-            faults,
+            local_node: (!opts.remote_only).then(|| node.clone() as Arc<dyn NodeLink>),
             paused: opts.paused,
         },
     )
@@ -138,6 +141,14 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningMesh, St
         reason: e.to_string(),
     })?;
 
+    let cookie = config
+        .cluster
+        .resolve_cookie()
+        .map_err(|e| StartError::Actor {
+            what: "cluster",
+            reason: e.to_string(),
+        })?;
+    let node_server = node_server(&config, cookie, &master, &ledger);
     let api = Api {
         master: master.clone(),
         ledger: ledger.clone(),
@@ -180,6 +191,9 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningMesh, St
         )
         .add_service(
             MeshServiceServer::new(api.clone()).max_decoding_message_size(MAX_DECODE_BYTES),
+        )
+        .add_service(
+            NodeServiceServer::new(node_server).max_decoding_message_size(MAX_DECODE_BYTES),
         )
         .add_service(health)
         .add_service(reflection);
@@ -227,6 +241,57 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningMesh, St
         stop,
         servers,
     })
+}
+
+/// The NodeService: membership goes to the master actor, plant events through its sink,
+/// node epochs come from the ledger.
+fn node_server(
+    config: &Config,
+    cookie: Option<String>,
+    master: &ActorRef<MasterMsg>,
+    ledger: &Ledger,
+) -> NodeServer {
+    let settings = ClusterSettings {
+        cookie,
+        heartbeat_interval: Duration::from_millis(config.cluster.heartbeat_interval_ms),
+        lease: Duration::from_millis(config.cluster.lease_ms),
+        spawn_timeout: Duration::from_secs(10),
+    };
+    let m = master.clone();
+    let membership: MembershipSink = Arc::new(move |ev| {
+        let msg = match ev {
+            Membership::Joined {
+                node,
+                preferred,
+                running,
+            } => MasterMsg::NodeJoined {
+                node_epoch: node.node_epoch(),
+                link: Arc::new(node) as Arc<dyn NodeLink>,
+                preferred,
+                running,
+            },
+            Membership::Lost {
+                node_id,
+                node_epoch,
+                reason,
+                ..
+            } => MasterMsg::NodeLost {
+                node_id,
+                node_epoch,
+                reason,
+            },
+        };
+        let _ = m.cast(msg);
+    });
+    let l = ledger.clone();
+    let epochs: EpochSource =
+        Arc::new(move |node: &str| l.next_node_epoch(node).map_err(|e| e.to_string()));
+    NodeServer::new(
+        settings,
+        membership,
+        crate::scheduler::event_sink(master),
+        epochs,
+    )
 }
 
 fn http_router(metrics: PrometheusHandle, master: ActorRef<MasterMsg>) -> axum::Router {

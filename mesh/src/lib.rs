@@ -3,14 +3,20 @@
 //! Every node runs a [`NodeAgent`]; the master places a plant by asking it to spawn a
 //! `PlantSupervisor` under a placement epoch. The master talks to nodes only through the
 //! [`NodeLink`] and [`PlantLink`] traits, so an in-process node ([`LocalNode`]) and a remote
-//! one behind a network transport are interchangeable.
+//! one ([`remote::RemoteNode`], over the node protocol of `node.proto`) are interchangeable.
+//! [`remote`] is the master's side of that protocol (sessions, leases, fencing), [`attach`]
+//! the node's side (attach, heartbeats, reconnection with backoff).
 
+pub mod attach;
 mod local;
 mod node_agent;
+pub mod remote;
+pub mod wire;
 
 pub use local::{LocalNode, LocalPlant};
 pub use node_agent::{NodeAgent, NodeAgentArgs, NodeMsg};
 
+use heatmesh_agents::fault::Fault;
 use heatmesh_agents::{Assignment, EventSink, PlantSpec};
 use std::future::Future;
 use std::pin::Pin;
@@ -48,6 +54,15 @@ pub trait NodeLink: Send + Sync {
     fn id(&self) -> &str;
     /// Address operators can reach it at (empty for in-process nodes).
     fn address(&self) -> String;
+    /// Unix microseconds of its last heartbeat; None for in-process nodes (always alive).
+    fn last_heartbeat_us(&self) -> Option<u64> {
+        None
+    }
+    /// Stops a plant incarnation found running there that is no longer current (after a
+    /// re-attach). In-process nodes never outlive their master, so the default does nothing.
+    fn stop_stale_plant(&self, _plant: &str, _epoch: u64) {}
+    /// Arms a rehearsal fault on one agent of a plant running on this node.
+    fn inject_fault(&self, plant: &str, kind: &str, fault: Fault) -> Result<(), MeshError>;
     /// Starts `spec` under `epoch`; the plant reports through `sink`.
     fn spawn_plant(
         &self,

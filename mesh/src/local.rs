@@ -1,6 +1,7 @@
 //! An in-process node: the node agent runs in the master's process.
 
 use crate::{BoxFuture, MeshError, NodeAgent, NodeAgentArgs, NodeLink, NodeMsg, PlantLink};
+use heatmesh_agents::fault::{Fault, FaultTable};
 use heatmesh_agents::{Assignment, EventSink, PlantMsg, PlantSpec};
 use ractor::{Actor, ActorRef};
 use std::sync::Arc;
@@ -9,12 +10,14 @@ use std::sync::Arc;
 pub struct LocalNode {
     id: String,
     agent: ActorRef<NodeMsg>,
+    faults: FaultTable,
 }
 
 impl LocalNode {
     /// Starts the node agent.
     pub async fn start(args: NodeAgentArgs) -> Result<Self, MeshError> {
         let id = args.node_id.clone();
+        let faults = args.faults.clone();
         let (agent, _) =
             Actor::spawn(None, NodeAgent, args)
                 .await
@@ -22,7 +25,7 @@ impl LocalNode {
                     node: id.clone(),
                     reason: e.to_string(),
                 })?;
-        Ok(LocalNode { id, agent })
+        Ok(LocalNode { id, agent, faults })
     }
 
     /// Stops the node agent and everything under it.
@@ -39,6 +42,11 @@ impl NodeLink for LocalNode {
 
     fn address(&self) -> String {
         String::new()
+    }
+
+    fn inject_fault(&self, plant: &str, kind: &str, fault: Fault) -> Result<(), MeshError> {
+        self.faults.set(plant, kind, fault);
+        Ok(())
     }
 
     fn spawn_plant(

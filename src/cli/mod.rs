@@ -6,5 +6,6 @@ pub mod calc;
 pub mod client;
 pub mod demo;
 pub mod mesh;
+pub mod node;
 pub mod table;
 pub mod up;

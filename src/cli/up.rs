@@ -14,15 +14,21 @@ pub struct UpArgs {
     allow_fault_injection: bool,
 }
 
-/// Serves until Ctrl-C or SIGTERM, then shuts down cleanly.
-pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+/// Serves until Ctrl-C or SIGTERM, then shuts down cleanly. `remote_only` runs no plants
+/// in this process (`heatmesh master`): they go to attached nodes.
+pub async fn run(args: UpArgs, remote_only: bool) -> anyhow::Result<()> {
     let mut cfg = args.mesh.load()?;
     cfg.allow_fault_injection |= args.allow_fault_injection;
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("creating data dir {}", cfg.data_dir.display()))?;
-    let mesh = server::start(cfg.clone(), StartOptions::default()).await?;
+    let opts = StartOptions {
+        remote_only,
+        ..Default::default()
+    };
+    let mesh = server::start(cfg.clone(), opts).await?;
     eprintln!(
-        "heatmesh up: gRPC on {}, metrics on {}, {} plants, data in {}",
+        "heatmesh {}: gRPC on {}, metrics on {}, {} plants, data in {}",
+        if remote_only { "master" } else { "up" },
         mesh.grpc_addr,
         mesh.metrics_addr
             .map_or("(off)".to_string(), |a| format!("http://{a}/metrics")),
@@ -35,7 +41,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
     #[cfg(unix)]
     {
         let mut term =

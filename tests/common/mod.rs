@@ -35,9 +35,15 @@ pub fn test_config(dir: &std::path::Path) -> Config {
 
 /// Starts a mesh (optionally with dispatch held) and waits until its plants are placed.
 pub async fn start_with(cfg: Config, dir: tempfile::TempDir, paused: bool) -> Harness {
-    let mesh = server::start(cfg, StartOptions { paused })
-        .await
-        .expect("mesh starts");
+    let mesh = server::start(
+        cfg,
+        StartOptions {
+            paused,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("mesh starts");
     assert!(
         mesh.wait_ready(Duration::from_secs(10)).await,
         "plants placed"

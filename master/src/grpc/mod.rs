@@ -339,6 +339,14 @@ impl TaskService for Api {
         Ok(Response::new(bulk(ids)))
     }
 
+    async fn rebalance_tasks(
+        &self,
+        _: Request<pb::RebalanceTasksRequest>,
+    ) -> Result<Response<pb::RebalanceTasksResponse>, GrpcStatus> {
+        let moves = self.call(MasterMsg::Rebalance).await??;
+        Ok(Response::new(pb::RebalanceTasksResponse { moves }))
+    }
+
     type StreamEventsStream = BoxStream<pb::TaskEvent>;
 
     async fn stream_events(
@@ -435,13 +443,21 @@ impl MeshService for Api {
             .filter(|k| !k.is_empty())
             .map(|k| registry::canonical_id(&k));
         let snap = self.call(MasterMsg::Snapshot).await?;
+        let node_of = |id: &str| snap.nodes.iter().find(|n| n.id == id);
         let agents = snap
             .agents
-            .into_iter()
+            .iter()
             .filter(|a| req.plant_id.is_empty() || a.plant == req.plant_id)
             .filter(|a| kind.as_ref().is_none_or(|k| k == &a.kind))
             .filter(|a| req.status.is_empty() || a.status.as_str() == req.status)
+            .cloned()
             .map(|a| pb::Agent {
+                node_status: match node_of(&a.node) {
+                    Some(n) if n.connected => "connected",
+                    _ => "disconnected",
+                }
+                .into(),
+                node_last_heartbeat: node_of(&a.node).map(|n| ts(n.last_heartbeat_us)),
                 name: format!("{}/{}", a.plant, a.kind),
                 plant_id: a.plant,
                 kind: a.kind,
@@ -465,13 +481,20 @@ impl MeshService for Api {
         let nodes = snap
             .nodes
             .into_iter()
-            .map(|(id, address, plants)| pb::Node {
-                id,
-                address,
-                status: "connected".into(),
-                plants,
-                epoch: 1,
-                last_heartbeat: Some(ts(crate::task::now_us())),
+            .map(|n| pb::Node {
+                id: n.id,
+                address: n.address,
+                status: if n.connected {
+                    "connected"
+                } else {
+                    "disconnected"
+                }
+                .into(),
+                plants: n.plants,
+                epoch: n.node_epoch,
+                last_heartbeat: Some(ts(n.last_heartbeat_us)),
+                preferred_plants: n.preferred,
+                lost_reason: n.lost_reason.unwrap_or_default(),
             })
             .collect();
         Ok(Response::new(pb::ListNodesResponse { nodes }))

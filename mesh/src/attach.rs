@@ -1,0 +1,317 @@
+//! The node's side of the node protocol: attach to the master, heartbeat, run the plants it
+//! is given, and reconnect with backoff when the connection is lost.
+//!
+//! Plants keep running while the node is disconnected; what they report meanwhile is kept
+//! (up to a bound) and sent after the next attach. If the master fenced the node in between,
+//! it has re-placed those plants under new epochs and rejects the old reports as stale.
+
+use crate::wire::{event_to_frame, frame_to_assignment};
+use crate::{LocalNode, MeshError, NodeLink, PlantLink};
+use heatmesh_agents::{EventSink, Outcome, PlantEvent, PlantSpec};
+use heatmesh_proto::v1 as pb;
+use pb::master_frame::Frame as Down;
+use pb::node_frame::Frame as Up;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tonic::Code;
+
+/// Reports kept while disconnected; beyond this the oldest are dropped (and counted).
+const OUTBOX_LIMIT: usize = 100_000;
+
+/// How a node finds and joins its master.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// This node's id.
+    pub node_id: String,
+    /// The master's gRPC URI, e.g. `http://127.0.0.1:7400`.
+    pub master: String,
+    /// The cluster cookie.
+    pub cookie: String,
+    /// Plants this node prefers to run (empty: a spare).
+    pub preferred_plants: Vec<String>,
+    /// This node's own address, shown to operators.
+    pub address: String,
+    /// First reconnect delay; doubles up to `reconnect_max`.
+    pub reconnect_initial: Duration,
+    /// Largest reconnect delay.
+    pub reconnect_max: Duration,
+    /// Bound on connecting and on the master's answer to attach.
+    pub connect_timeout: Duration,
+}
+
+/// Frames for the master: sent at once while attached, kept while not.
+#[derive(Default)]
+struct Uplink {
+    tx: Option<mpsc::UnboundedSender<pb::NodeFrame>>,
+    outbox: VecDeque<pb::NodeFrame>,
+}
+
+impl Uplink {
+    fn push(&mut self, f: pb::NodeFrame) {
+        if let Some(tx) = &self.tx {
+            match tx.send(f) {
+                Ok(()) => return,
+                Err(e) => {
+                    self.tx = None;
+                    self.outbox.push_back(e.0);
+                }
+            }
+        } else {
+            self.outbox.push_back(f);
+        }
+        if self.outbox.len() > OUTBOX_LIMIT {
+            self.outbox.pop_front();
+            metrics::counter!("heatmesh_node_outbox_dropped_total").increment(1);
+        }
+    }
+
+    fn attach(&mut self, tx: mpsc::UnboundedSender<pb::NodeFrame>) {
+        while let Some(f) = self.outbox.pop_front() {
+            if let Err(e) = tx.send(f) {
+                self.outbox.push_front(e.0);
+                return;
+            }
+        }
+        self.tx = Some(tx);
+    }
+}
+
+/// Why a node gave up.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    /// The master refused this node for good (wrong cookie, protocol mismatch).
+    #[error("master refused this node: {0}")]
+    Refused(String),
+}
+
+struct Session<'a> {
+    local: &'a LocalNode,
+    plants: &'a mut HashMap<String, (u64, Arc<dyn PlantLink>)>,
+    sink: &'a EventSink,
+    tx: mpsc::UnboundedSender<pb::NodeFrame>,
+}
+
+impl Session<'_> {
+    async fn handle(&mut self, frame: Down) {
+        match frame {
+            Down::SpawnPlant(s) => {
+                let error = match serde_json::from_str::<PlantSpec>(&s.spec_json) {
+                    Err(e) => format!("spec_json: {e}"),
+                    Ok(spec) => match self
+                        .local
+                        .spawn_plant(spec, s.epoch, self.sink.clone())
+                        .await
+                    {
+                        Ok(link) => {
+                            self.plants.insert(s.plant_id.clone(), (s.epoch, link));
+                            String::new()
+                        }
+                        Err(e) => e.to_string(),
+                    },
+                };
+                let _ = self.tx.send(pb::NodeFrame {
+                    frame: Some(Up::PlantStarted(pb::PlantStarted {
+                        plant_id: s.plant_id,
+                        epoch: s.epoch,
+                        error,
+                    })),
+                });
+            }
+            Down::Assign(a) => {
+                let (plant, a) = frame_to_assignment(a);
+                match self.plants.get(&plant) {
+                    Some((epoch, link)) if *epoch == a.epoch => {
+                        if let Err(e) = link.dispatch(a.clone()) {
+                            self.orphan(&plant, &a, e.to_string());
+                        }
+                    }
+                    _ => self.orphan(
+                        &plant,
+                        &a,
+                        format!("plant {plant} epoch {} is not running here", a.epoch),
+                    ),
+                }
+            }
+            Down::StopPlant(s) => {
+                let current = self
+                    .plants
+                    .get(&s.plant_id)
+                    .is_some_and(|(e, _)| *e == s.epoch);
+                if current && let Some((_, link)) = self.plants.remove(&s.plant_id) {
+                    tracing::info!(plant = %s.plant_id, epoch = s.epoch, "stopping plant: {}", s.reason);
+                    link.stop();
+                }
+            }
+            Down::InjectFault(f) => {
+                let fault = heatmesh_agents::fault::Fault {
+                    panic_next: f.panic_next,
+                    delay: Duration::from_millis(f.delay_ms as u64),
+                };
+                let _ = self.local.inject_fault(&f.plant_id, &f.kind, fault);
+            }
+            Down::Welcome(_) => {}
+        }
+    }
+
+    fn orphan(&self, plant: &str, a: &heatmesh_agents::Assignment, reason: String) {
+        (self.sink)(PlantEvent::TaskDone {
+            plant: plant.to_string(),
+            task_id: a.task_id,
+            attempt: a.attempt,
+            epoch: a.epoch,
+            agent: format!("{plant}/{}", a.kind),
+            outcome: Outcome::Orphaned { reason },
+        });
+    }
+}
+
+/// Runs the node until `stop` resolves: attaches, serves, and reattaches with backoff.
+/// Returns an error only when the master refuses the node for good.
+pub async fn run(
+    opts: NodeOptions,
+    local: LocalNode,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), AttachError> {
+    let uplink = Arc::new(Mutex::new(Uplink::default()));
+    let sink: EventSink = {
+        let uplink = uplink.clone();
+        Arc::new(move |ev| {
+            uplink
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(event_to_frame(ev));
+        })
+    };
+    let mut plants: HashMap<String, (u64, Arc<dyn PlantLink>)> = HashMap::new();
+    let mut delay = opts.reconnect_initial;
+    tokio::pin!(stop);
+    loop {
+        let attached = tokio::select! {
+            r = attach_once(&opts, &local, &mut plants, &sink, &uplink) => r,
+            _ = &mut stop => return Ok(()),
+        };
+        match attached {
+            Ok(reason) => {
+                tracing::warn!(node = %opts.node_id, "disconnected from master: {reason}");
+                delay = opts.reconnect_initial;
+            }
+            Err(MeshError::NodeUnavailable { reason, .. }) if reason.starts_with("refused:") => {
+                return Err(AttachError::Refused(
+                    reason.trim_start_matches("refused:").trim().to_string(),
+                ));
+            }
+            Err(e) => {
+                tracing::warn!(node = %opts.node_id, "attach failed: {e}; retry in {delay:?}")
+            }
+        }
+        uplink.lock().unwrap_or_else(|e| e.into_inner()).tx = None;
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = &mut stop => return Ok(()),
+        }
+        delay = (delay * 2).min(opts.reconnect_max);
+    }
+}
+
+/// One session: returns why it ended, or an error if it could not start.
+async fn attach_once(
+    opts: &NodeOptions,
+    local: &LocalNode,
+    plants: &mut HashMap<String, (u64, Arc<dyn PlantLink>)>,
+    sink: &EventSink,
+    uplink: &Arc<Mutex<Uplink>>,
+) -> Result<String, MeshError> {
+    let unavailable = |reason: String| MeshError::NodeUnavailable {
+        node: opts.master.clone(),
+        reason,
+    };
+    let endpoint = tonic::transport::Channel::from_shared(opts.master.clone())
+        .map_err(|e| unavailable(format!("refused: invalid master address: {e}")))?
+        .connect_timeout(opts.connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_millis(500))
+        .keep_alive_timeout(Duration::from_secs(1))
+        .keep_alive_while_idle(true);
+    let channel = tokio::time::timeout(opts.connect_timeout, endpoint.connect())
+        .await
+        .map_err(|_| unavailable("connect timed out".into()))?
+        .map_err(|e| unavailable(format!("connect: {e}")))?;
+    let mut client = pb::node_service_client::NodeServiceClient::new(channel);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let hello = pb::Hello {
+        node_id: opts.node_id.clone(),
+        cookie: opts.cookie.clone(),
+        preferred_plants: opts.preferred_plants.clone(),
+        address: opts.address.clone(),
+        running: plants
+            .iter()
+            .map(|(p, (e, _))| pb::RunningPlant {
+                plant_id: p.clone(),
+                epoch: *e,
+            })
+            .collect(),
+        protocol: crate::remote::PROTOCOL,
+    };
+    let _ = tx.send(pb::NodeFrame {
+        frame: Some(Up::Hello(hello)),
+    });
+    let resp = tokio::time::timeout(
+        opts.connect_timeout,
+        client.attach(tokio_stream::wrappers::UnboundedReceiverStream::new(rx)),
+    )
+    .await
+    .map_err(|_| unavailable("attach timed out".into()))?;
+    let mut down = match resp {
+        Ok(r) => r.into_inner(),
+        Err(s)
+            if matches!(
+                s.code(),
+                Code::Unauthenticated | Code::FailedPrecondition | Code::InvalidArgument
+            ) =>
+        {
+            return Err(unavailable(format!("refused: {}", s.message())));
+        }
+        Err(s) => return Err(unavailable(format!("attach: {}", s.message()))),
+    };
+    let welcome = match tokio::time::timeout(opts.connect_timeout, down.message()).await {
+        Ok(Ok(Some(pb::MasterFrame {
+            frame: Some(Down::Welcome(w)),
+        }))) => w,
+        Ok(Err(s)) => return Err(unavailable(format!("attach: {}", s.message()))),
+        _ => return Err(unavailable("no welcome from the master".into())),
+    };
+    tracing::info!(node = %opts.node_id, node_epoch = welcome.node_epoch, "attached to master {}", opts.master);
+    uplink
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .attach(tx.clone());
+    let mut hb = tokio::time::interval(Duration::from_millis(
+        welcome.heartbeat_interval_ms.max(10) as u64,
+    ));
+    let mut seq = 0;
+    let mut session = Session {
+        local,
+        plants,
+        sink,
+        tx: tx.clone(),
+    };
+    loop {
+        tokio::select! {
+            msg = down.message() => match msg {
+                Ok(Some(pb::MasterFrame { frame: Some(f) })) => session.handle(f).await,
+                Ok(Some(_)) => {}
+                Ok(None) => return Ok("the master closed the session".into()),
+                Err(s) => return Ok(format!("{:?}: {}", s.code(), s.message())),
+            },
+            _ = hb.tick() => {
+                seq += 1;
+                let beat = pb::NodeFrame { frame: Some(Up::Heartbeat(pb::Heartbeat { node_epoch: welcome.node_epoch, seq })) };
+                if tx.send(beat).is_err() {
+                    return Ok("uplink closed".into());
+                }
+            }
+        }
+    }
+}

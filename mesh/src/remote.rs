@@ -1,0 +1,413 @@
+//! The master's side of the node protocol: NodeService.Attach, cookie check, leases,
+//! fencing, and [`RemoteNode`], the [`NodeLink`] for a node reached over the network.
+//!
+//! One session per attached node. The session reads the node's frames, renews the node's
+//! lease on every heartbeat, and ends when the stream closes (a killed node: detected at
+//! once) or the lease runs out (a partition or a hung node). Ending the session is the
+//! fence: the response stream is closed, the node is marked fenced so nothing more is sent
+//! to it, and the master is told the node is lost.
+
+use crate::wire::{assignment_to_frame, frame_to_event};
+use crate::{BoxFuture, MeshError, NodeLink, PlantLink};
+use heatmesh_agents::fault::Fault;
+use heatmesh_agents::{Assignment, EventSink, PlantSpec};
+use heatmesh_proto::v1 as pb;
+use pb::node_frame::Frame as Up;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use tonic::{Request, Response, Status, Streaming};
+
+/// Version of the node protocol this build speaks.
+pub const PROTOCOL: u32 = 1;
+
+/// Lease and heartbeat settings handed to every node at attach.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// The shared secret a node must present; None refuses every node.
+    pub cookie: Option<String>,
+    /// How often nodes send a heartbeat.
+    pub heartbeat_interval: Duration,
+    /// How long a node may stay silent before it is fenced.
+    pub lease: Duration,
+    /// How long a placement may take before it counts as failed.
+    pub spawn_timeout: Duration,
+}
+
+/// Changes in membership, reported to the master.
+pub enum Membership {
+    /// A node attached (or re-attached under a new node epoch).
+    Joined {
+        /// Its link.
+        node: RemoteNode,
+        /// Plants it prefers to run.
+        preferred: Vec<String>,
+        /// Plant incarnations it still runs from an earlier session: (plant, epoch).
+        running: Vec<(String, u64)>,
+    },
+    /// A node's session ended; it is fenced.
+    Lost {
+        /// Node id.
+        node_id: String,
+        /// The node epoch that ended.
+        node_epoch: u64,
+        /// Why: connection closed, lease expired.
+        reason: String,
+        /// Time between its last heartbeat and the detection.
+        silent_for: Duration,
+    },
+}
+
+/// Where membership changes go.
+pub type MembershipSink = Arc<dyn Fn(Membership) + Send + Sync>;
+
+/// Hands out node epochs that only increase, also across master restarts.
+pub type EpochSource = Arc<dyn Fn(&str) -> Result<u64, String> + Send + Sync>;
+
+/// The NodeService implementation the master serves.
+#[derive(Clone)]
+pub struct NodeServer {
+    settings: Arc<ClusterSettings>,
+    membership: MembershipSink,
+    events: EventSink,
+    epochs: EpochSource,
+}
+
+impl NodeServer {
+    /// A server reporting membership to `membership` and plant events to `events`.
+    pub fn new(
+        settings: ClusterSettings,
+        membership: MembershipSink,
+        events: EventSink,
+        epochs: EpochSource,
+    ) -> Self {
+        NodeServer {
+            settings: Arc::new(settings),
+            membership,
+            events,
+            epochs,
+        }
+    }
+}
+
+/// Constant-time comparison, so the cookie cannot be guessed byte by byte from timing.
+fn same_secret(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+type FrameSender = mpsc::UnboundedSender<Result<pb::MasterFrame, Status>>;
+
+/// A node attached over the network, as the master sees it.
+#[derive(Clone)]
+pub struct RemoteNode(Arc<Inner>);
+
+/// Shared state of a [`RemoteNode`] and its plants.
+pub struct Inner {
+    id: String,
+    address: String,
+    node_epoch: u64,
+    tx: FrameSender,
+    fenced: AtomicBool,
+    last_heartbeat_us: AtomicU64,
+    spawning: Mutex<HashMap<(String, u64), oneshot::Sender<String>>>,
+    spawn_timeout: Duration,
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+impl std::ops::Deref for RemoteNode {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl RemoteNode {
+    /// Its node epoch (increases on every attach).
+    pub fn node_epoch(&self) -> u64 {
+        self.node_epoch
+    }
+}
+
+impl Inner {
+    fn send(&self, frame: pb::master_frame::Frame) -> Result<(), MeshError> {
+        if self.fenced.load(Ordering::Acquire) {
+            return Err(self.unavailable("fenced"));
+        }
+        self.tx
+            .send(Ok(pb::MasterFrame { frame: Some(frame) }))
+            .map_err(|_| self.unavailable("session closed"))
+    }
+
+    fn unavailable(&self, reason: &str) -> MeshError {
+        MeshError::NodeUnavailable {
+            node: self.id.clone(),
+            reason: format!("{reason} (node epoch {})", self.node_epoch),
+        }
+    }
+
+    /// Stops a plant incarnation on this node (reconciliation after a reconnect).
+    fn stop_plant(&self, plant: &str, epoch: u64, reason: &str) {
+        let _ = self.send(pb::master_frame::Frame::StopPlant(pb::StopPlant {
+            plant_id: plant.into(),
+            epoch,
+            reason: reason.into(),
+        }));
+    }
+}
+
+impl RemoteNode {
+    /// Stops a plant incarnation on this node (reconciliation after a reconnect).
+    pub fn stop_plant(&self, plant: &str, epoch: u64, reason: &str) {
+        self.0.stop_plant(plant, epoch, reason);
+    }
+}
+
+impl NodeLink for RemoteNode {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn address(&self) -> String {
+        self.address.clone()
+    }
+
+    fn stop_stale_plant(&self, plant: &str, epoch: u64) {
+        self.0
+            .stop_plant(plant, epoch, "not current after the node re-attached");
+    }
+
+    fn inject_fault(&self, plant: &str, kind: &str, fault: Fault) -> Result<(), MeshError> {
+        self.send(pb::master_frame::Frame::InjectFault(pb::InjectFault {
+            plant_id: plant.into(),
+            kind: kind.into(),
+            panic_next: fault.panic_next,
+            delay_ms: fault.delay.as_millis() as u32,
+        }))
+    }
+
+    fn last_heartbeat_us(&self) -> Option<u64> {
+        Some(self.last_heartbeat_us.load(Ordering::Relaxed))
+    }
+
+    fn spawn_plant(
+        &self,
+        spec: PlantSpec,
+        epoch: u64,
+        _sink: EventSink,
+    ) -> BoxFuture<'_, Result<Arc<dyn PlantLink>, MeshError>> {
+        // Remote plants report through the session, which forwards to the server's sink.
+        Box::pin(async move {
+            let plant = spec.id.clone();
+            let (tx, rx) = oneshot::channel();
+            self.spawning
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert((plant.clone(), epoch), tx);
+            let spec_json = serde_json::to_string(&spec).map_err(|e| MeshError::SpawnFailed {
+                plant: plant.clone(),
+                node: self.id.clone(),
+                reason: e.to_string(),
+            })?;
+            self.send(pb::master_frame::Frame::SpawnPlant(pb::SpawnPlant {
+                plant_id: plant.clone(),
+                epoch,
+                spec_json,
+            }))?;
+            let failed = |reason: String| MeshError::SpawnFailed {
+                plant: plant.clone(),
+                node: self.id.clone(),
+                reason,
+            };
+            match tokio::time::timeout(self.spawn_timeout, rx).await {
+                Ok(Ok(err)) if err.is_empty() => Ok(Arc::new(RemotePlant {
+                    plant: plant.clone(),
+                    epoch,
+                    node: self.0.clone(),
+                }) as Arc<dyn PlantLink>),
+                Ok(Ok(err)) => Err(failed(err)),
+                Ok(Err(_)) => Err(failed("session ended before the plant started".into())),
+                Err(_) => Err(failed(format!("no answer within {:?}", self.spawn_timeout))),
+            }
+        })
+    }
+}
+
+/// A plant placed on a remote node.
+pub struct RemotePlant {
+    plant: String,
+    epoch: u64,
+    node: Arc<Inner>,
+}
+
+impl PlantLink for RemotePlant {
+    fn dispatch(&self, a: Assignment) -> Result<(), MeshError> {
+        let f = assignment_to_frame(&self.plant, a);
+        self.node.send(f.frame.expect("assignment frames are set"))
+    }
+
+    fn stop(&self) {
+        self.node
+            .stop_plant(&self.plant, self.epoch, "stopped by master");
+    }
+}
+
+#[tonic::async_trait]
+impl pb::node_service_server::NodeService for NodeServer {
+    type AttachStream =
+        tokio_stream::wrappers::UnboundedReceiverStream<Result<pb::MasterFrame, Status>>;
+
+    async fn attach(
+        &self,
+        req: Request<Streaming<pb::NodeFrame>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        let peer = req
+            .remote_addr()
+            .map_or_else(|| "unknown".to_string(), |a| a.to_string());
+        let mut inbound = req.into_inner();
+        let first = tokio::time::timeout(Duration::from_secs(5), inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("hello: not received within 5 s"))??;
+        let Some(pb::NodeFrame {
+            frame: Some(Up::Hello(hello)),
+        }) = first
+        else {
+            return Err(Status::invalid_argument(
+                "hello: the first frame must be Hello",
+            ));
+        };
+        let Some(cookie) = &self.settings.cookie else {
+            metrics::counter!("heatmesh_node_auth_refused_total").increment(1);
+            tracing::warn!(node = %hello.node_id, %peer, "node refused: no cluster cookie configured");
+            return Err(Status::unauthenticated(
+                "cookie: this master has no cluster cookie configured (cluster.cookie, cluster.cookie_file or HEATMESH_CLUSTER__COOKIE)",
+            ));
+        };
+        if !same_secret(&hello.cookie, cookie) {
+            metrics::counter!("heatmesh_node_auth_refused_total").increment(1);
+            tracing::warn!(node = %hello.node_id, %peer, "node refused: wrong cluster cookie");
+            return Err(Status::unauthenticated(
+                "cookie: does not match this cluster's cookie",
+            ));
+        }
+        if hello.protocol != PROTOCOL {
+            return Err(Status::failed_precondition(format!(
+                "protocol: node speaks {}, master speaks {PROTOCOL}",
+                hello.protocol
+            )));
+        }
+        if hello.node_id.trim().is_empty() {
+            return Err(Status::invalid_argument("node_id: required"));
+        }
+        let node_epoch = (self.epochs)(&hello.node_id).map_err(Status::unavailable)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let node = RemoteNode(Arc::new(Inner {
+            id: hello.node_id.clone(),
+            address: if hello.address.is_empty() {
+                peer
+            } else {
+                hello.address.clone()
+            },
+            node_epoch,
+            tx: tx.clone(),
+            fenced: AtomicBool::new(false),
+            last_heartbeat_us: AtomicU64::new(now_us()),
+            spawning: Mutex::new(HashMap::new()),
+            spawn_timeout: self.settings.spawn_timeout,
+        }));
+        let _ = tx.send(Ok(pb::MasterFrame {
+            frame: Some(pb::master_frame::Frame::Welcome(pb::Welcome {
+                node_epoch,
+                heartbeat_interval_ms: self.settings.heartbeat_interval.as_millis() as u32,
+                lease_ms: self.settings.lease.as_millis() as u32,
+            })),
+        }));
+        tracing::info!(node = %node.id, node_epoch, address = %node.address, "node attached");
+        metrics::counter!("heatmesh_node_attach_total").increment(1);
+        (self.membership)(Membership::Joined {
+            node: node.clone(),
+            preferred: hello.preferred_plants,
+            running: hello
+                .running
+                .into_iter()
+                .map(|r| (r.plant_id, r.epoch))
+                .collect(),
+        });
+        let server = self.clone();
+        tokio::spawn(async move { server.session(node, inbound).await });
+        Ok(Response::new(
+            tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
+        ))
+    }
+}
+
+impl NodeServer {
+    /// Reads one node's frames until its stream closes or its lease expires, then fences it.
+    async fn session(&self, node: RemoteNode, mut inbound: Streaming<pb::NodeFrame>) {
+        let lease = self.settings.lease;
+        let mut last = Instant::now();
+        let mut check = tokio::time::interval(lease / 10);
+        let reason = loop {
+            tokio::select! {
+                msg = inbound.message() => match msg {
+                    Ok(Some(pb::NodeFrame { frame: Some(frame) })) => {
+                        last = Instant::now();
+                        node.last_heartbeat_us.store(now_us(), Ordering::Relaxed);
+                        match frame {
+                            Up::Heartbeat(_) => {}
+                            Up::PlantStarted(s) => {
+                                let waiter = node
+                                    .spawning
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .remove(&(s.plant_id, s.epoch));
+                                if let Some(w) = waiter {
+                                    let _ = w.send(s.error);
+                                }
+                            }
+                            other => {
+                                if let Some((_, _, ev)) = frame_to_event(other) {
+                                    (self.events)(ev);
+                                }
+                            }
+                        }
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => break "connection closed by the node".to_string(),
+                    Err(e) => break format!("connection lost: {}", e.message()),
+                },
+                _ = check.tick() => {
+                    if last.elapsed() > lease {
+                        break format!("lease expired: no heartbeat for {} ms", last.elapsed().as_millis());
+                    }
+                }
+            }
+        };
+        let silent_for = last.elapsed();
+        node.fenced.store(true, Ordering::Release);
+        node.spawning
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        let _ = node
+            .tx
+            .send(Err(Status::unavailable(format!("fenced: {reason}"))));
+        tracing::warn!(node = %node.id, node_epoch = node.node_epoch, "node lost: {reason}");
+        metrics::counter!("heatmesh_node_lost_total").increment(1);
+        metrics::histogram!("heatmesh_node_detection_seconds").record(silent_for.as_secs_f64());
+        (self.membership)(Membership::Lost {
+            node_id: node.id.clone(),
+            node_epoch: node.node_epoch,
+            reason,
+            silent_for,
+        });
+    }
+}

@@ -1,0 +1,120 @@
+//! `heatmesh node`: a plant node. It attaches to the master, runs the plants the master
+//! places on it (preferably its `--plant`s), and reattaches with backoff after any loss.
+
+use anyhow::{Context, bail};
+use heatmesh_agents::RestartPolicy;
+use heatmesh_agents::fault::FaultTable;
+use heatmesh_mesh::attach::{self, NodeOptions};
+use heatmesh_mesh::{LocalNode, NodeAgentArgs};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Arguments of `heatmesh node`.
+#[derive(clap::Args)]
+pub struct NodeArgs {
+    /// Plant this node prefers to run (repeatable); none makes it a spare.
+    #[arg(long = "plant")]
+    plants: Vec<String>,
+    /// The master's gRPC address.
+    #[arg(long, env = "HEATMESH_MASTER", default_value = "127.0.0.1:7400")]
+    master: String,
+    /// Node id (default: `node-<plants>` or `spare-<port>`).
+    #[arg(long)]
+    id: Option<String>,
+    /// File holding the cluster cookie (first line).
+    #[arg(long, env = "HEATMESH_COOKIE_FILE")]
+    cookie_file: Option<PathBuf>,
+    /// The cluster cookie itself (prefer --cookie-file: arguments are visible to other users).
+    #[arg(long, env = "HEATMESH_COOKIE", hide_env_values = true)]
+    cookie: Option<String>,
+    /// This node's gRPC address (health and reflection).
+    #[arg(long, default_value = "127.0.0.1:7401")]
+    listen: SocketAddr,
+    /// First reconnect delay.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "100ms")]
+    reconnect_initial: Duration,
+    /// Largest reconnect delay.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    reconnect_max: Duration,
+}
+
+fn cookie(a: &NodeArgs) -> anyhow::Result<String> {
+    if let Some(c) = &a.cookie {
+        return Ok(c.clone());
+    }
+    let Some(f) = &a.cookie_file else {
+        bail!(
+            "no cluster cookie: give --cookie-file FILE (or HEATMESH_COOKIE_FILE / HEATMESH_COOKIE)"
+        );
+    };
+    let text = std::fs::read_to_string(f)
+        .with_context(|| format!("reading --cookie-file {}", f.display()))?;
+    let c = text.lines().next().unwrap_or("").trim().to_string();
+    if c.is_empty() {
+        bail!("--cookie-file {} is empty", f.display());
+    }
+    Ok(c)
+}
+
+/// Runs the node until Ctrl-C or SIGTERM; fails if the master refuses it (wrong cookie).
+pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
+    let cookie = cookie(&a)?;
+    let id = a.id.clone().unwrap_or_else(|| {
+        if a.plants.is_empty() {
+            format!("spare-{}", a.listen.port())
+        } else {
+            format!("node-{}", a.plants.join("+").to_ascii_lowercase())
+        }
+    });
+    let master = if a.master.contains("://") {
+        a.master.clone()
+    } else {
+        format!("http://{}", a.master)
+    };
+    let local = LocalNode::start(NodeAgentArgs {
+        node_id: id.clone(),
+        policy: RestartPolicy::default(),
+        faults: FaultTable::default(),
+    })
+    .await
+    .context("starting the node agent")?;
+    let listener = tokio::net::TcpListener::bind(a.listen)
+        .await
+        .with_context(|| format!("binding --listen {}", a.listen))?;
+    let address = listener.local_addr()?.to_string();
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .add_service(reflection)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    eprintln!(
+        "heatmesh node {id}: attaching to {master}; prefers {}; health on {address}",
+        if a.plants.is_empty() {
+            "no plant (spare)".to_string()
+        } else {
+            a.plants.join(", ")
+        }
+    );
+    let opts = NodeOptions {
+        node_id: id,
+        master,
+        cookie,
+        preferred_plants: a.plants,
+        address,
+        reconnect_initial: a.reconnect_initial,
+        reconnect_max: a.reconnect_max,
+        connect_timeout: Duration::from_secs(2),
+    };
+    let result = attach::run(opts, local, super::up::shutdown_signal()).await;
+    server.abort();
+    result.map_err(|e| anyhow::anyhow!("{e}"))
+}
