@@ -166,7 +166,8 @@ fn client_verbs_against_a_running_master() {
 
     let o = heatmesh(&["agents", "--addr", &addr, "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v.as_array().unwrap().len(), 3);
+    // GL-009 at each of the three plants, GL-002 at the two boiler plants.
+    assert_eq!(v.as_array().unwrap().len(), 5);
     assert!(
         v.as_array()
             .unwrap()

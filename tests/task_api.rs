@@ -375,6 +375,7 @@ async fn panicking_agent_is_restarted_and_its_task_retried() {
         .meshc
         .list_agents(pb::ListAgentsRequest {
             plant_id: "Plant-002".into(),
+            kind: "GL-009".into(),
             ..Default::default()
         })
         .await
