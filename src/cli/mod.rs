@@ -5,5 +5,6 @@ pub mod calc;
 pub mod client;
 pub mod demo;
 pub mod mesh;
+pub mod optimize;
 pub mod table;
 pub mod up;
