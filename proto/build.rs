@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/heatmesh/v1/tasks.proto",
         "proto/heatmesh/v1/mesh.proto",
         "proto/heatmesh/v1/node.proto",
+        "proto/heatmesh/v1/optimize.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
@@ -24,6 +25,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // converts them generically.
     for file in fds.file.iter().filter(|f| f.name().ends_with("calc.proto")) {
         for msg in &file.message_type {
+            config = config.type_attribute(
+                format!(".heatmesh.v1.{}", msg.name()),
+                "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]",
+            );
+        }
+    }
+    // GL-001 results mirror the optimizer's result JSON the same way; request and status
+    // messages hold well-known types (Timestamp, Duration) and are converted by hand.
+    for file in fds
+        .file
+        .iter()
+        .filter(|f| f.name().ends_with("optimize.proto"))
+    {
+        for msg in file
+            .message_type
+            .iter()
+            .filter(|m| m.name().starts_with("Heat"))
+        {
             config = config.type_attribute(
                 format!(".heatmesh.v1.{}", msg.name()),
                 "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default)]",

@@ -1,6 +1,7 @@
 //! `heatmesh`: the process-heat mesh. Runs the mesh (`up`, `demo`), talks to a running one
 //! (`submit`, `task`, `tasks`, `agents`, `plants`, `nodes`), runs calculations directly
-//! (`calc`) and measures it (`bench`).
+//! (`calc`), runs the GL-001 heat-distribution optimizer (`optimize`) and measures it
+//! (`bench`).
 
 mod cli;
 
@@ -66,6 +67,10 @@ enum Command {
     Nodes(cli::client::JsonFlag),
     /// Run a calculation directly (no mesh) and print its JSON result.
     Calc(cli::calc::CalcArgs),
+    /// GL-001 heat distribution: solve a scenario file here (`--scenario`), or the running
+    /// master's fleet (`--fleet`); steer the master's optimizer (`set-algorithm`, `relax`,
+    /// `status`).
+    Optimize(cli::optimize::OptimizeArgs),
     /// Drive the gRPC API on loopback and print throughput and latency figures.
     Bench(cli::bench::BenchArgs),
 }
@@ -119,6 +124,7 @@ fn main() -> ExitCode {
             Command::Plants(a) => cli::client::plants(&addr, a).await,
             Command::Nodes(a) => cli::client::nodes(&addr, a).await,
             Command::Calc(a) => cli::calc::run(a),
+            Command::Optimize(a) => cli::optimize::run(&addr, a).await,
             Command::Bench(a) => cli::bench::run(a).await,
         }
     });

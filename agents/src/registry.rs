@@ -20,6 +20,9 @@ pub struct AgentKind {
     /// Fills request fields the plant configures (e.g. GL-009's closure threshold) when the
     /// request leaves them unset, so the stored request says exactly what was computed.
     pub plant_defaults: fn(&mut serde_json::Value, &PlantSpec),
+    /// Whether the kind consumes GL-001 unit setpoints (the master's heat-distribution
+    /// result for its plant) as a request; no kind does yet.
+    pub accepts_setpoints: bool,
 }
 
 fn no_plant_defaults(_: &mut serde_json::Value, _: &PlantSpec) {}
@@ -57,6 +60,7 @@ const fn kind<C: Calculation>(name: &'static str) -> AgentKind {
         validate_json: validate_json::<C>,
         run_json: run_json::<C>,
         plant_defaults: no_plant_defaults,
+        accepts_setpoints: false,
     }
 }
 

@@ -4,9 +4,10 @@
 //! Environment keys map to TOML paths with `__` between levels:
 //! `HEATMESH_SCHEDULER__MAX_ATTEMPTS=5` sets `[scheduler] max_attempts = 5`.
 
+use crate::optimize::{FieldError, Link, Options, Plant, Scenario, Unit};
 use heatmesh_agents::{PlantSpec, RestartPolicy, registry};
 use serde::{Deserialize, Serialize};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -161,6 +162,77 @@ impl ClusterConfig {
     }
 }
 
+/// GL-001 heat-distribution data of one plant: its `[plants.heat]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlantHeat {
+    /// Heat demand, MW (the plant's balance in the fleet scenario).
+    pub demand_mw: f64,
+    /// Heat units with the optimizer's unit fields (docs/optimize.md); `plant` may be omitted
+    /// and defaults to the enclosing plant's id.
+    #[serde(default)]
+    pub units: Vec<Unit>,
+}
+
+/// Fleet-wide GL-001 heat-distribution data (`[heat]`); each plant's own part is its
+/// `[plants.heat]` table.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeatConfig {
+    /// CO2 price, EUR/t; required once any plant has a `[plants.heat]` table.
+    pub carbon_price_eur_t: Option<f64>,
+    /// Directed heat links between plants (`from`/`to` are plant ids).
+    pub links: Vec<Link>,
+    /// Solver options for fleet runs (docs/optimize.md, `[options]`).
+    pub options: Options,
+    /// Each plant's `[plants.heat]`, by plant id; read from the plant tables, not from `[heat]`.
+    #[serde(skip)]
+    pub plants: BTreeMap<String, PlantHeat>,
+}
+
+/// The fleet's heat-distribution problem as configured, with the way back from scenario field
+/// paths to configuration keys.
+#[derive(Debug, Clone)]
+pub struct FleetHeat {
+    /// Plants with heat data (configuration order), their units and the `[heat]` links.
+    pub scenario: Scenario,
+    /// Configuration key of each scenario plant (`plants[i]`).
+    plant_keys: Vec<String>,
+    /// Configuration key of each scenario unit (`plants[i].heat.units[j]`).
+    unit_keys: Vec<String>,
+}
+
+impl FleetHeat {
+    /// The configuration key behind a scenario field path, e.g. `units[2].max_mw` ->
+    /// `plants[1].heat.units[0].max_mw`.
+    pub fn config_key(&self, path: &str) -> String {
+        let indexed = |prefix: &str| -> Option<(usize, &str)> {
+            let rest = path.strip_prefix(prefix)?.strip_prefix('[')?;
+            let (n, tail) = rest.split_once(']')?;
+            Some((n.parse().ok()?, tail))
+        };
+        if let Some((k, tail)) = indexed("units")
+            && let Some(key) = self.unit_keys.get(k)
+        {
+            return format!("{key}{tail}");
+        }
+        if let Some((k, tail)) = indexed("plants")
+            && let Some(key) = self.plant_keys.get(k)
+        {
+            return match tail {
+                ".id" | ".name" => format!("{key}{tail}"),
+                _ => format!("{key}.heat{tail}"),
+            };
+        }
+        format!("heat.{path}")
+    }
+
+    /// A field error with its path turned into the configuration key.
+    pub fn config_error(&self, e: &FieldError) -> String {
+        format!("{}: {}", self.config_key(&e.path), e.rule)
+    }
+}
+
 /// Everything the master needs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -187,6 +259,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// The fleet.
     pub plants: Vec<PlantSpec>,
+    /// GL-001 heat-distribution data (fleet-wide part; per-plant parts in `[plants.heat]`).
+    pub heat: HeatConfig,
 }
 
 impl Default for Config {
@@ -203,6 +277,7 @@ impl Default for Config {
             placement: PlacementConfig::default(),
             cluster: ClusterConfig::default(),
             plants: Vec::new(),
+            heat: HeatConfig::default(),
         }
     }
 }
@@ -230,9 +305,11 @@ impl Config {
                 .unwrap_or(toml::Value::String(v));
             set_path(&mut value, &parts, parsed);
         }
-        let cfg: Config = toml::Value::Table(value)
+        let plant_heat = take_plant_heat(&mut value)?;
+        let mut cfg: Config = toml::Value::Table(value)
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        cfg.heat.plants = plant_heat;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -320,7 +397,97 @@ impl Config {
         if self.node_id.trim().is_empty() {
             return Err(invalid("node_id", "must not be empty"));
         }
+        self.validate_heat()
+    }
+
+    /// Checks the heat-distribution data: links between plants that have heat data, a carbon
+    /// price, and every optimizer rule (reported under the configuration key).
+    fn validate_heat(&self) -> Result<(), ConfigError> {
+        for id in self.heat.plants.keys() {
+            if !self.plants.iter().any(|p| &p.id == id) {
+                return Err(invalid("heat.plants", format!("no plant {id}")));
+            }
+        }
+        if self.heat.plants.is_empty() {
+            if !self.heat.links.is_empty() {
+                return Err(invalid(
+                    "heat.links",
+                    "links need plants with a [plants.heat] table; none has one",
+                ));
+            }
+            return Ok(());
+        }
+        for (k, l) in self.heat.links.iter().enumerate() {
+            for (field, end) in [("from", &l.from), ("to", &l.to)] {
+                if self.plants.iter().any(|p| &p.id == end) && !self.heat.plants.contains_key(end) {
+                    return Err(invalid(
+                        format!("heat.links[{k}].{field}"),
+                        format!("plant {end} has no [plants.heat] table"),
+                    ));
+                }
+            }
+        }
+        if self.heat.carbon_price_eur_t.is_none() {
+            return Err(invalid(
+                "heat.carbon_price_eur_t",
+                "required when a plant has a [plants.heat] table",
+            ));
+        }
+        let Some(fleet) = self.fleet_heat() else {
+            return Ok(());
+        };
+        if let Err(e) = fleet.scenario.validate() {
+            let errs = e.field_errors();
+            if let Some(first) = errs.first() {
+                let more = match errs.len() {
+                    1 => String::new(),
+                    n => format!(" (and {} more)", n - 1),
+                };
+                return Err(invalid(
+                    fleet.config_key(&first.path),
+                    format!("{}{more}", first.rule),
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The fleet's heat-distribution scenario as configured (no GL-002 results, no operator
+    /// overrides), or `None` when no plant has a `[plants.heat]` table.
+    pub fn fleet_heat(&self) -> Option<FleetHeat> {
+        if self.heat.plants.is_empty() {
+            return None;
+        }
+        let mut plants = Vec::new();
+        let mut units = Vec::new();
+        let (mut plant_keys, mut unit_keys) = (Vec::new(), Vec::new());
+        for (i, p) in self.plants.iter().enumerate() {
+            let Some(h) = self.heat.plants.get(&p.id) else {
+                continue;
+            };
+            plants.push(Plant {
+                id: p.id.clone(),
+                name: Some(p.name.clone()).filter(|n| !n.is_empty()),
+                demand_mw: h.demand_mw,
+            });
+            plant_keys.push(format!("plants[{i}]"));
+            for (j, u) in h.units.iter().enumerate() {
+                units.push(u.clone());
+                unit_keys.push(format!("plants[{i}].heat.units[{j}]"));
+            }
+        }
+        Some(FleetHeat {
+            scenario: Scenario {
+                name: Some(format!("fleet ({} plants)", plants.len())),
+                plants,
+                units,
+                links: self.heat.links.clone(),
+                carbon_price_eur_t: self.heat.carbon_price_eur_t.unwrap_or(f64::NAN),
+                options: self.heat.options.clone(),
+            },
+            plant_keys,
+            unit_keys,
+        })
     }
 
     /// Normalises agent kind spellings to canonical ids.
@@ -333,6 +500,50 @@ impl Config {
             }
         }
     }
+}
+
+/// Removes each plant's `heat` table from the raw configuration and parses it, filling a
+/// unit's omitted `plant` with the enclosing plant's id.
+fn take_plant_heat(value: &mut toml::Table) -> Result<BTreeMap<String, PlantHeat>, ConfigError> {
+    let mut out = BTreeMap::new();
+    let Some(toml::Value::Array(plants)) = value.get_mut("plants") else {
+        return Ok(out);
+    };
+    for (i, p) in plants.iter_mut().enumerate() {
+        let toml::Value::Table(t) = p else { continue };
+        let Some(heat) = t.remove("heat") else {
+            continue;
+        };
+        let key = format!("plants[{i}].heat");
+        let Some(id) = t.get("id").and_then(|v| v.as_str()).map(str::to_string) else {
+            continue; // the plant itself fails to parse with a clearer message
+        };
+        let toml::Value::Table(mut heat) = heat else {
+            return Err(invalid(key, "must be a table"));
+        };
+        if let Some(toml::Value::Array(units)) = heat.get_mut("units") {
+            for (j, u) in units.iter_mut().enumerate() {
+                let toml::Value::Table(u) = u else { continue };
+                match u.get("plant").map(|v| v.as_str()) {
+                    None => {
+                        u.insert("plant".into(), toml::Value::String(id.clone()));
+                    }
+                    Some(Some(p)) if p == id => {}
+                    Some(_) => {
+                        return Err(invalid(
+                            format!("{key}.units[{j}].plant"),
+                            format!("must be omitted or equal the plant's id {id}"),
+                        ));
+                    }
+                }
+            }
+        }
+        let parsed: PlantHeat = toml::Value::Table(heat)
+            .try_into()
+            .map_err(|e: toml::de::Error| invalid(&key, e.to_string().trim().to_string()))?;
+        out.insert(id, parsed);
+    }
+    Ok(out)
 }
 
 fn set_path(table: &mut toml::Table, path: &[String], v: toml::Value) {
@@ -398,5 +609,88 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("bogus_key"), "{e}");
+    }
+
+    /// The sample fleet's heat data and its optimum, worked by hand: Plant-003 runs WHR-1 and
+    /// HP-1 flat out and sends its 2 MW surplus to Plant-002 (1.84 MW arrive); Plant-001's
+    /// Boiler-1 covers its 12 MW plus a full P1-P2 link (8 MW sent, 7.6 arrive); Plant-002's
+    /// oil boiler covers the remaining 8.56 MW; the CHP and Boiler-2 are dearer and stay off.
+    #[test]
+    fn sample_fleet_heat_scenario_and_its_optimum() {
+        let c = Config::from_toml_with_env(SAMPLE_FLEET, no_env()).unwrap();
+        let f = c.fleet_heat().unwrap();
+        let s = &f.scenario;
+        assert_eq!((s.plants.len(), s.units.len(), s.links.len()), (3, 6, 3));
+        assert_eq!(s.units[3].plant, "Plant-002", "plant filled from the table");
+        let r = crate::optimize::optimize(s).unwrap();
+        let t_per_mwh = |kg_per_tj: f64| kg_per_tj * 1e-3 * 3600.0 / 1e6;
+        let gas = (30.0 + 80.0 * t_per_mwh(56_100.0)) / 0.90;
+        let oil = (50.0 + 80.0 * t_per_mwh(74_100.0)) / 0.85;
+        let oil_mw = 18.0 - 2.0 * 0.92 - 8.0 * 0.95;
+        let expected = 20.0 * gas + 5.0 * 30.0 + 2.0 * 1.0 + oil_mw * oil;
+        assert!(
+            (r.objective_eur_h - expected).abs() < 1e-6,
+            "{} vs {expected}",
+            r.objective_eur_h
+        );
+        assert!((r.unit("Boiler-3").unwrap().heat_mw - oil_mw).abs() < 1e-6);
+        assert_eq!(r.unit("CHP-1").unwrap().heat_mw, 0.0);
+    }
+
+    #[test]
+    fn heat_errors_name_the_config_key() {
+        let check = |text: &str, key: &str, rule: &str| {
+            let e = Config::from_toml_with_env(text, no_env())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("`{key}`")) && e.contains(rule), "{e}");
+        };
+        check(
+            &SAMPLE_FLEET.replacen("efficiency = 0.85", "efficiency = 1.2", 1),
+            "plants[1].heat.units[1].efficiency",
+            "efficiency must be in (0, 1] (got 1.2)",
+        );
+        check(
+            &SAMPLE_FLEET.replacen("max_mw = 15.0", "max_mw = -15.0", 1),
+            "plants[1].heat.units[1].max_mw",
+            "negative capacity",
+        );
+        check(
+            &SAMPLE_FLEET.replacen("demand_mw = 6.0", "demand_mw = nan", 1),
+            "plants[2].heat.demand_mw",
+            "finite",
+        );
+        check(
+            &SAMPLE_FLEET.replacen("to = \"Plant-002\"", "to = \"Plant-404\"", 1),
+            "heat.links[0].to",
+            "unknown plant \"Plant-404\"",
+        );
+        check(
+            &SAMPLE_FLEET.replacen("carbon_price_eur_t = 80.0", "", 1),
+            "heat.carbon_price_eur_t",
+            "required",
+        );
+        check(
+            &SAMPLE_FLEET.replacen(
+                "id = \"Boiler-1\"",
+                "id = \"Boiler-1\"\nplant = \"Plant-002\"",
+                1,
+            ),
+            "plants[0].heat.units[0].plant",
+            "must be omitted or equal the plant's id Plant-001",
+        );
+        check(
+            &SAMPLE_FLEET.replacen("demand_mw = 12.0", "demand_mw = 12.0\nsupply = 3", 1),
+            "plants[0].heat",
+            "unknown field `supply`",
+        );
+        // No heat data at all is fine: the fleet has no scenario.
+        let plain = "[[plants]]\nid = \"P\"\nname = \"p\"\nagents = [\"GL-009\"]\n";
+        assert!(
+            Config::from_toml_with_env(plain, no_env())
+                .unwrap()
+                .fleet_heat()
+                .is_none()
+        );
     }
 }

@@ -3,10 +3,12 @@
 //! [`ledger`] is the durable task store, [`scheduler`] the master actor that owns every task
 //! state change, [`grpc`] the only place protobuf types are converted, [`server`] wires it
 //! together with the metrics/health HTTP endpoint. [`optimize`] is the multi-plant heat
-//! distribution optimizer (LP/MILP with good_lp, greedy fallback, verifier).
+//! distribution optimizer (LP/MILP with good_lp, greedy fallback, verifier); [`heat_dispatch`]
+//! runs it for the fleet (GL-002 efficiencies, operator overrides, last run).
 
 pub mod config;
 pub mod grpc;
+pub mod heat_dispatch;
 pub mod ledger;
 pub mod optimize;
 pub mod scheduler;

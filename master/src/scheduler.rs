@@ -1013,16 +1013,17 @@ impl MasterState {
         );
         let master = myself.clone();
         let answer = rec.clone();
+        // Tell the master before the client: anything the client sends after the ack then
+        // reaches the master after the task is queued.
         let done: Callback = Box::new(move |r| {
+            let _ = master.cast(MasterMsg::Durable(id, r.clone()));
             let _ = reply.send(
-                r.clone()
-                    .map(|_| Submitted {
-                        task: answer,
-                        duplicate: false,
-                    })
-                    .map_err(ApiError::from),
+                r.map(|_| Submitted {
+                    task: answer,
+                    duplicate: false,
+                })
+                .map_err(ApiError::from),
             );
-            let _ = master.cast(MasterMsg::Durable(id, r));
         });
         self.write(ops, vec![rec], Some(done));
     }

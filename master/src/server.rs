@@ -1,8 +1,9 @@
-//! Wires a running mesh: ledger, in-process node, master actor, gRPC server (task and mesh
-//! APIs, health, reflection) and the metrics/health HTTP endpoint.
+//! Wires a running mesh: ledger, in-process node, master actor, gRPC server (task, mesh and
+//! optimization APIs, health, reflection) and the metrics/health HTTP endpoint.
 
 use crate::config::Config;
 use crate::grpc::Api;
+use crate::grpc::optimize::OptimizerApi;
 use crate::ledger::{Ledger, LedgerError};
 use crate::scheduler::{Master, MasterArgs, MasterMsg};
 use heatmesh_agents::fault::FaultTable;
@@ -10,6 +11,7 @@ use heatmesh_mesh::remote::{ClusterSettings, EpochSource, Membership, Membership
 use heatmesh_mesh::{LocalNode, NodeAgentArgs, NodeLink};
 use heatmesh_proto::v1::mesh_service_server::MeshServiceServer;
 use heatmesh_proto::v1::node_service_server::NodeServiceServer;
+use heatmesh_proto::v1::optimization_service_server::OptimizationServiceServer;
 use heatmesh_proto::v1::task_service_server::TaskServiceServer;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use ractor::{Actor, ActorRef};
@@ -173,6 +175,9 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningMesh, St
     health_reporter
         .set_serving::<MeshServiceServer<Api>>()
         .await;
+    health_reporter
+        .set_serving::<OptimizationServiceServer<OptimizerApi>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(heatmesh_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -194,6 +199,10 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningMesh, St
         )
         .add_service(
             NodeServiceServer::new(node_server).max_decoding_message_size(MAX_DECODE_BYTES),
+        )
+        .add_service(
+            OptimizationServiceServer::new(OptimizerApi::new(api.clone()))
+                .max_decoding_message_size(MAX_DECODE_BYTES),
         )
         .add_service(health)
         .add_service(reflection);

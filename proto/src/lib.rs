@@ -3,7 +3,8 @@
 
 #![allow(missing_docs, clippy::large_enum_variant)]
 
-/// Package `heatmesh.v1`: TaskService, MeshService and the typed agent requests/results.
+/// Package `heatmesh.v1`: TaskService, MeshService, OptimizationService and the typed agent
+/// requests/results.
 pub mod v1 {
     tonic::include_proto!("heatmesh.v1");
 }

@@ -104,7 +104,8 @@ fn priority_name(v: i32) -> String {
         .unwrap_or_else(|_| format!("unknown({v})"))
 }
 
-fn time(t: &Option<prost_types::Timestamp>) -> String {
+/// A protobuf timestamp as RFC 3339 with milliseconds (empty when unset).
+pub fn time(t: &Option<prost_types::Timestamp>) -> String {
     t.as_ref()
         .map(|t| {
             let d = Duration::new(t.seconds.max(0) as u64, t.nanos.max(0) as u32);

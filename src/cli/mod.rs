@@ -7,5 +7,6 @@ pub mod client;
 pub mod demo;
 pub mod mesh;
 pub mod node;
+pub mod optimize;
 pub mod table;
 pub mod up;

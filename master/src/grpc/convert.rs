@@ -4,6 +4,10 @@
 //! converts through serde without per-field code; adding a kind adds one line to
 //! [`typed_kinds!`].
 
+use crate::heat_dispatch::{
+    AlgorithmOverride, EfficiencySubstitution, Relaxation, RunRecord, algorithm_name,
+};
+use crate::optimize::DispatchResult;
 use crate::task::{Priority, Status, TaskRecord, Transition};
 use heatmesh_proto::v1 as pb;
 use pb::task_payload::Request;
@@ -294,9 +298,135 @@ pub fn parse_id(field: &str, s: &str) -> Result<u64, GrpcStatus> {
         })
 }
 
+/// A protobuf duration as a `std` one; negative or out-of-range values name the field.
+pub fn duration_from_proto(
+    field: &str,
+    d: Option<prost_types::Duration>,
+) -> Result<Option<std::time::Duration>, GrpcStatus> {
+    d.map(|d| {
+        std::time::Duration::try_from(d).map_err(|_| {
+            GrpcStatus::invalid_argument(format!("{field}: must be a positive duration"))
+        })
+    })
+    .transpose()
+}
+
+/// An optimizer result as the typed message. The Heat* messages mirror the result's JSON
+/// field by field, so this goes through serde (a unit test checks nothing is lost).
+pub fn dispatch_to_proto(r: &DispatchResult) -> Result<pb::HeatDispatch, GrpcStatus> {
+    serde_json::to_value(r)
+        .and_then(serde_json::from_value)
+        .map_err(|e| GrpcStatus::internal(format!("result conversion: {e}")))
+}
+
+fn violation_to_proto(v: &crate::optimize::Violation) -> pb::HeatViolation {
+    pb::HeatViolation {
+        constraint: v.constraint.clone(),
+        kind: serde_json::to_value(v.kind)
+            .ok()
+            .and_then(|k| k.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        amount_mw: v.amount_mw,
+        detail: v.detail.clone(),
+    }
+}
+
+/// An active SetAlgorithm override.
+pub fn override_to_proto(o: &AlgorithmOverride) -> pb::AlgorithmOverride {
+    pb::AlgorithmOverride {
+        algorithm: algorithm_name(o.algorithm).into(),
+        set_at: Some(ts(o.set_us)),
+        expires_at: o.expires_us.map(ts),
+    }
+}
+
+/// An active relaxation.
+pub fn relaxation_to_proto(r: &Relaxation) -> pb::ConstraintRelaxation {
+    pb::ConstraintRelaxation {
+        name: r.name.clone(),
+        target: r.target.as_str().into(),
+        id: r.id.clone(),
+        field: r.target.field().into(),
+        factor: r.factor,
+        configured: r.configured,
+        relaxed: r.relaxed,
+        set_at: Some(ts(r.set_us)),
+        expires_at: Some(ts(r.expires_us)),
+    }
+}
+
+fn substitution_to_proto(s: &EfficiencySubstitution) -> pb::EfficiencySubstitution {
+    pb::EfficiencySubstitution {
+        unit: s.unit.clone(),
+        plant: s.plant.clone(),
+        task_id: s.task_id.to_string(),
+        gl002_efficiency_pct: s.gl002_efficiency_pct,
+        configured_efficiency: s.configured,
+        used_efficiency: s.used,
+        energy_basis: s.basis.as_str().into(),
+    }
+}
+
+/// The diagnostics of one run.
+pub fn run_to_proto(r: &RunRecord) -> pb::OptimizerRun {
+    let name = |v: &serde_json::Value| v.as_str().map(str::to_string).unwrap_or_default();
+    let mut out = pb::OptimizerRun {
+        at: Some(ts(r.at_us)),
+        source: r.source.as_str().into(),
+        scenario_name: r.scenario_name.clone().unwrap_or_default(),
+        algorithm_requested: algorithm_name(r.algorithm_requested).into(),
+        algorithm_source: r.algorithm_source.as_str().into(),
+        efficiency_substitutions: r.substitutions.iter().map(substitution_to_proto).collect(),
+        relaxations: r.relaxations.iter().map(relaxation_to_proto).collect(),
+        notes: r.notes.clone(),
+        setpoint_task_ids: r.setpoint_task_ids.iter().map(u64::to_string).collect(),
+        ..Default::default()
+    };
+    match &r.outcome {
+        Ok(d) => {
+            out.algorithm = name(&serde_json::to_value(d.algorithm).unwrap_or_default());
+            out.engine = d
+                .engine
+                .map(|e| name(&serde_json::to_value(e).unwrap_or_default()))
+                .unwrap_or_default();
+            out.status = name(&serde_json::to_value(d.status).unwrap_or_default());
+            out.objective_eur_h = d.objective_eur_h;
+            out.solve_time_ms = d.solve_time_ms;
+            out.total_time_ms = d.total_time_ms;
+            out.violations = d.violations.iter().map(violation_to_proto).collect();
+            out.fallback_reason = d.fallback_reason.clone();
+            out.warnings = d.warnings.clone();
+        }
+        Err(e) => {
+            out.status = "error".into();
+            out.error = e.clone();
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dispatch_converts_without_loss() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/optimize/two-plants-milp.json"
+        );
+        let sc = crate::optimize::Scenario::from_path(path).unwrap();
+        let r = crate::optimize::optimize(&sc).unwrap();
+        let typed = dispatch_to_proto(&r).unwrap();
+        // Every field of the result JSON survives the typed message, so the proto mirrors it.
+        assert_eq!(
+            serde_json::to_value(&typed).unwrap(),
+            serde_json::to_value(&r).unwrap()
+        );
+        assert_eq!(typed.status, "optimal");
+        assert_eq!(typed.units[0].on, Some(true));
+        assert!((typed.objective_eur_h - 1371.068219).abs() < 1e-6);
+    }
 
     #[test]
     fn snake_case_variant() {

@@ -1,7 +1,8 @@
-//! gRPC services: TaskService and MeshService. Validation happens here, before anything
-//! reaches the master actor or the ledger.
+//! gRPC services: TaskService and MeshService here, OptimizationService in [`optimize`].
+//! Validation happens here, before anything reaches the master actor or the ledger.
 
 pub mod convert;
+pub mod optimize;
 
 use crate::config::Config;
 use crate::ledger::Ledger;
