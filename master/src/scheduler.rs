@@ -579,7 +579,15 @@ impl MasterState {
         if let Some(id) = preferred.first() {
             return Some((*id).clone());
         }
-        if self.started.elapsed() < Duration::from_millis(self.cfg.placement.startup_grace_ms) {
+        // Right after start, wait for a preferred node we have not heard of yet; once one is
+        // known (and now down), waiting longer only delays recovery.
+        let preferred_known = self
+            .nodes
+            .values()
+            .any(|n| n.preferred.iter().any(|p| p == plant));
+        if !preferred_known
+            && self.started.elapsed() < Duration::from_millis(self.cfg.placement.startup_grace_ms)
+        {
             return None;
         }
         let load = |id: &String| {

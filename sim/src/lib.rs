@@ -1,8 +1,8 @@
-//! heatmesh-sim: failover drills and load tests against a real mesh.
+//! heatmesh-sim: the means to rehearse failures against a real mesh.
 //!
-//! Thin for now: the drill runner, fault injection over the transport, the blackhole proxy
-//! and the invariant checker arrive with the multi-node mesh. Rehearsal faults inside a
-//! plant (panicking or slow agents) already exist: see `MeshService.InjectFault`.
+//! [`proxy::BlackholeProxy`] sits on a TCP path (node to master) and can swallow traffic
+//! without closing the connection, which is what a partition or a hung peer looks like.
+//! [`process`] starts `heatmesh` processes on loopback and kills them with SIGKILL.
 
-/// Version of the simulation harness, reported by drills.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub mod process;
+pub mod proxy;
