@@ -4,5 +4,6 @@
 //! without closing the connection, which is what a partition or a hung peer looks like.
 //! [`process`] starts `heatmesh` processes on loopback and kills them with SIGKILL.
 
+pub mod cluster;
 pub mod process;
 pub mod proxy;

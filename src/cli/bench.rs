@@ -35,6 +35,9 @@ enum BenchWhat {
     Tasks(TaskBenchArgs),
     /// Single-core throughput of each agent kind's calculation and of IF97 property calls.
     Calc(super::bench_calc::CalcBenchArgs),
+    /// A master, three plant nodes and a spare as processes: throughput through the remote
+    /// nodes, then kill -9 and partition detection and re-placement times.
+    Cluster(super::bench_cluster::ClusterBenchArgs),
 }
 
 /// Arguments of the task benchmark.
@@ -42,23 +45,23 @@ enum BenchWhat {
 pub struct TaskBenchArgs {
     /// Tasks in the throughput phase (0 skips it).
     #[arg(long, default_value_t = 50_000)]
-    tasks: usize,
+    pub(crate) tasks: usize,
     /// Concurrent submitters in the throughput phase. Each waits for its task to be durable,
     /// so throughput needs enough of them to fill a group commit.
     #[arg(long, default_value_t = 512)]
-    concurrency: usize,
+    pub(crate) concurrency: usize,
     /// Offered load of the latency phase, tasks/s (0 skips it).
     #[arg(long, default_value_t = 1000)]
-    rate: u64,
+    pub(crate) rate: u64,
     /// Length of the latency phase.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
-    duration: Duration,
+    pub(crate) duration: Duration,
     /// Bench a running master at this address instead of starting one.
     #[arg(long)]
-    target: Option<String>,
+    pub(crate) target: Option<String>,
     /// Ledger directory for the mesh it starts (default: a temporary directory).
     #[arg(long)]
-    data_dir: Option<std::path::PathBuf>,
+    pub(crate) data_dir: Option<std::path::PathBuf>,
 }
 
 type Completions = Arc<Mutex<HashMap<u64, Instant>>>;
@@ -119,7 +122,7 @@ async fn follow(
     }))
 }
 
-struct Figures {
+pub(crate) struct Figures {
     completed: usize,
     secs: f64,
     hist: Histogram<u64>,
@@ -184,11 +187,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         None => run_tasks(args.tasks).await,
         Some(BenchWhat::Tasks(t)) => run_tasks(t).await,
         Some(BenchWhat::Calc(c)) => super::bench_calc::run(c),
+        Some(BenchWhat::Cluster(c)) => super::bench_cluster::run(c).await,
     }
 }
 
 /// Runs the task phases and prints one line of figures per phase.
-async fn run_tasks(args: TaskBenchArgs) -> anyhow::Result<()> {
+pub(crate) async fn run_tasks(args: TaskBenchArgs) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir().context("creating a temporary data directory")?;
     let (addr, plants, mesh) = match &args.target {
         Some(t) => {

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bench_calc;
+pub mod bench_cluster;
 pub mod calc;
 pub mod client;
 pub mod demo;
