@@ -233,3 +233,53 @@ async fn master_kill_and_restart_completes_every_acknowledged_task_once() {
         acked.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rebalance_moves_a_plant_off_a_crowded_node() {
+    let mut c = Cluster::new(Path::new(BIN)).unwrap();
+    c.start_master();
+    let m = c.grpc;
+    c.start_node("node-1", &["Plant-001", "Plant-002", "Plant-003"], m);
+    c.wait_placement(
+        &[
+            ("Plant-001", "node-1"),
+            ("Plant-002", "node-1"),
+            ("Plant-003", "node-1"),
+        ],
+        Duration::from_secs(20),
+    )
+    .await;
+    c.start_node("spare", &[], m);
+    c.wait_node_status("spare", "connected", Duration::from_secs(10))
+        .await;
+    let ch = c.channel().await;
+    let mut tasks = pb::task_service_client::TaskServiceClient::new(ch.clone());
+    let moves = tasks
+        .rebalance_tasks(pb::RebalanceTasksRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .moves;
+    assert_eq!(moves.len(), 1, "{moves:?}");
+    assert!(moves[0].ends_with("node-1 -> spare"), "{moves:?}");
+    let plant = moves[0].split(':').next().unwrap().to_string();
+    c.wait_placement(&[(plant.as_str(), "spare")], Duration::from_secs(5))
+        .await;
+    // Pinned by the operator: it is not moved back although its preferred node is up.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.wait_placement(&[(plant.as_str(), "spare")], Duration::from_millis(100))
+        .await;
+    // Work still flows to it.
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    stream_tasks(ch.clone(), 90, 4, acked.clone()).await;
+    let acked = acked.lock().unwrap().clone();
+    assert_all_completed_once(ch, &acked, Duration::from_secs(30)).await;
+    // A second rebalance finds two plants on node-1 and one on the spare: even enough.
+    let again = tasks
+        .rebalance_tasks(pb::RebalanceTasksRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .moves;
+    assert!(again.is_empty(), "{again:?}");
+}

@@ -216,6 +216,8 @@ struct PlantRt {
     epoch: u64,
     /// Node it is placed on (None: unplaced).
     node: Option<String>,
+    /// Put there by an operator's rebalance: not moved back to its preferred node.
+    pinned: bool,
     link: Option<Arc<dyn PlantLink>>,
     status: &'static str,
     replace_failures: u32,
@@ -535,6 +537,7 @@ impl MasterState {
             return;
         }
         p.link = None;
+        p.pinned = false;
         p.status = "restarting";
         tracing::warn!(plant = %plant, epoch, "plant down: {reason}; re-placing");
         let lost: Vec<u64> = self
@@ -778,6 +781,7 @@ impl MasterState {
             if p.node.is_none() {
                 self.place(myself, &id);
             } else if self.cfg.placement.move_back
+                && !p.pinned
                 && p.link.is_some()
                 && let Some(pref) = self.away_from_preferred(p)
                 && self.plant_in_flight(&id) == 0
@@ -819,7 +823,7 @@ impl MasterState {
             |st: &Self, n: &String| -> usize { plants_on(st, n).iter().map(|p| work(st, p)).sum() };
         let Some(busiest) = live
             .iter()
-            .max_by_key(|n| (node_work(self, n), (*n).clone()))
+            .max_by_key(|n| (node_work(self, n), plants_on(self, n).len(), (*n).clone()))
             .cloned()
         else {
             return Vec::new();
@@ -865,6 +869,9 @@ impl MasterState {
                 self.orphan(id, why.clone());
             }
             self.place_on(myself, &plant, &idlest);
+            if let Some(p) = self.plants.get_mut(&plant) {
+                p.pinned = true;
+            }
         }
         vec![format!("{plant}: {busiest} -> {idlest}")]
     }
@@ -1234,6 +1241,7 @@ impl Actor for Master {
                     spec,
                     epoch,
                     node: None,
+                    pinned: false,
                     link: None,
                     status: "unplaced",
                     replace_failures: 0,

@@ -340,6 +340,8 @@ enum TasksAction {
         #[arg(long)]
         kind: Option<String>,
     },
+    /// Move the busiest plant (and its queued work) off the most loaded node.
+    Rebalance,
     /// Cancel orphaned tasks unchanged for longer than the given age.
     ClearOrphaned {
         /// Age, e.g. 60m.
@@ -362,6 +364,26 @@ pub async fn tasks(addr: &str, a: TasksArgs) -> anyhow::Result<()> {
                 .map_err(rpc_err)?
                 .into_inner();
             return print_bulk(&r, "retried", a.out.json);
+        }
+        Some(TasksAction::Rebalance) => {
+            let r = client
+                .rebalance_tasks(pb::RebalanceTasksRequest {})
+                .await
+                .map_err(rpc_err)?
+                .into_inner();
+            if a.out.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({ "moves": r.moves }))?
+                );
+            } else if r.moves.is_empty() {
+                println!("load is even: nothing moved");
+            } else {
+                for m in &r.moves {
+                    println!("moved {m}");
+                }
+            }
+            return Ok(());
         }
         Some(TasksAction::ClearOrphaned { older_than }) => {
             let r = client
@@ -480,6 +502,7 @@ pub async fn agents(addr: &str, a: AgentsArgs) -> anyhow::Result<()> {
             .map(|g| {
                 json!({"name": g.name, "plant_id": g.plant_id, "kind": g.kind, "status": g.status,
                        "restarts": g.restarts, "version": g.version, "node": g.node, "epoch": g.epoch,
+                       "node_status": g.node_status, "node_last_heartbeat": time(&g.node_last_heartbeat),
                        "tasks_completed": g.tasks_completed, "last_change": time(&g.last_change)})
             })
             .collect();
@@ -494,6 +517,8 @@ pub async fn agents(addr: &str, a: AgentsArgs) -> anyhow::Result<()> {
         "restarts",
         "completed",
         "node",
+        "node status",
+        "last heartbeat",
         "epoch",
         "version",
     ]);
@@ -506,6 +531,8 @@ pub async fn agents(addr: &str, a: AgentsArgs) -> anyhow::Result<()> {
             g.restarts.to_string(),
             g.tasks_completed.to_string(),
             g.node.clone(),
+            g.node_status.clone(),
+            time(&g.node_last_heartbeat),
             g.epoch.to_string(),
             g.version.clone(),
         ]);
@@ -577,7 +604,8 @@ pub async fn nodes(addr: &str, a: JsonFlag) -> anyhow::Result<()> {
             .iter()
             .map(|n| {
                 json!({"id": n.id, "address": n.address, "status": n.status, "plants": n.plants,
-                       "epoch": n.epoch, "last_heartbeat": time(&n.last_heartbeat)})
+                       "epoch": n.epoch, "last_heartbeat": time(&n.last_heartbeat),
+                       "preferred_plants": n.preferred_plants, "lost_reason": n.lost_reason})
             })
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -589,7 +617,9 @@ pub async fn nodes(addr: &str, a: JsonFlag) -> anyhow::Result<()> {
         "status",
         "epoch",
         "plants",
+        "prefers",
         "last heartbeat",
+        "lost because",
     ]);
     for n in &r.nodes {
         tb.row(vec![
@@ -602,7 +632,9 @@ pub async fn nodes(addr: &str, a: JsonFlag) -> anyhow::Result<()> {
             n.status.clone(),
             n.epoch.to_string(),
             n.plants.join(","),
+            n.preferred_plants.join(","),
             time(&n.last_heartbeat),
+            n.lost_reason.clone(),
         ]);
     }
     print!("{}", tb.render());
