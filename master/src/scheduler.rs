@@ -463,7 +463,16 @@ impl MasterState {
             *self.in_flight.entry(key.clone()).or_insert(0) += 1;
             self.leases.insert((Instant::now() + lease, id, a.attempt));
             if let Err(e) = link.dispatch(a) {
-                self.orphan(id, format!("dispatch failed: {e}"));
+                // The plant is unreachable (its node is gone or fenced): stop feeding it, or
+                // the re-queued task would be popped and fail again right here. Its in-flight
+                // tasks are orphaned and it is placed again once its node's loss is known.
+                let reason = format!("dispatch to {} failed: {e}", key.0);
+                self.orphan(id, reason.clone());
+                if let Some(m) = self.myself.clone() {
+                    let delay = Duration::from_millis(self.cfg.scheduler.replace_backoff_ms);
+                    self.on_plant_down(&m, key.0.clone(), epoch, reason, delay);
+                }
+                return;
             }
         }
     }
@@ -1379,7 +1388,12 @@ impl Actor for Master {
                 }
             }
             MasterMsg::Replace(plant) => {
-                if st.plants.get(&plant).is_some_and(|p| p.link.is_none()) {
+                // A placement already under way (e.g. after the node's loss) wins.
+                if st
+                    .plants
+                    .get(&plant)
+                    .is_some_and(|p| p.link.is_none() && p.status != "placing")
+                {
                     st.place(&myself, &plant)
                 }
             }

@@ -102,7 +102,7 @@ pub async fn run(a: ClusterBenchArgs) -> anyhow::Result<()> {
     );
     load.abort();
     proxy.heal();
-    let stale = c.metric("heatmesh_stale_results_total").await;
+    let stale = c.metric("heatmesh_stale_results_total").await as u64;
     println!(
         "{} tasks acknowledged during the failovers; {stale} stale results rejected so far",
         acked.lock().map(|v| v.len()).unwrap_or(0)
