@@ -5,7 +5,8 @@
 //! line (region 4), the B23 and B2bc boundaries, and the backward equations T(p,h), T(p,s) of
 //! regions 1 and 2. The backward equations are only start values: every (p,h) and (p,s) result
 //! is refined by Newton on the forward equation, so it is consistent with (p,T) to rounding.
-//! Region 3 from (p,T), (p,h), (p,s) is solved by bracketed Newton on the basic equation.
+//! Region 3 from (p,T), (p,h), (p,s) is solved on the basic equation by bracketed iteration
+//! (Halley's method for the density at given T, Newton's for the temperature).
 //! The metastable-vapour equation of region 2 is not implemented.
 //!
 //! Units are those of IF97: T K, p MPa, v m3/kg, h kJ/kg, s kJ/(kg K), u kJ/kg.
@@ -15,6 +16,7 @@ mod region2;
 mod region3;
 mod region4;
 mod region5;
+mod series;
 mod solve;
 
 use super::{CalcError, Calculation, finite, in_range, non_negative, positive};
@@ -211,26 +213,45 @@ impl Helmholtz {
     }
 }
 
-/// Fills x^lo ..= x^(lo + N - 1) by repeated multiplication: every IF97 series is a sum of
-/// monomials, and one table per variable is far cheaper than a `powi` (or `powf`) per term.
-/// Requires lo <= 0 < lo + N.
+/// Fills x^lo ..= x^(lo + N - 1): every IF97 series is a sum of monomials, and one table per
+/// variable is far cheaper than a `powi` (or `powf`) per term. Requires lo <= 0 < lo + N.
+/// The table sits on the critical path of every evaluation, so it is not built as a chain of
+/// N dependent multiplications (see [`fill_powers`]).
 #[inline(always)]
 fn powers<const N: usize>(x: f64, lo: i32) -> [f64; N] {
     let mut out = [0.0; N];
     let zero = (-lo) as usize;
-    out[zero] = 1.0;
-    let mut acc = 1.0;
-    for o in out[zero + 1..].iter_mut() {
-        acc *= x;
-        *o = acc;
-    }
-    let inv = 1.0 / x;
-    acc = 1.0;
-    for o in out[..zero].iter_mut().rev() {
-        acc *= inv;
-        *o = acc;
+    let (neg, pos) = out.split_at_mut(zero);
+    fill_powers(pos, x);
+    if zero > 0 {
+        // Built upward in a scratch table, where the indexing is as simple as on the
+        // positive side, then stored in descending order.
+        let mut inv = [0.0; N];
+        fill_powers(&mut inv[..=zero], 1.0 / x);
+        for (o, &v) in neg.iter_mut().rev().zip(&inv[1..]) {
+            *o = v;
+        }
     }
     out
+}
+
+/// `t[k] = x^k` for every k in t, as x^(8m + r) = (x^8)^m x^r: the eight x^r come from three
+/// squarings, every block of eight is one independent multiplication per entry (two per
+/// instruction once vectorised), and the only chain is the one through the powers of x^8,
+/// 7 long for the largest table (59 entries) instead of 58.
+#[inline(always)]
+fn fill_powers(t: &mut [f64], x: f64) {
+    let x2 = x * x;
+    let x4 = x2 * x2;
+    let base = [1.0, x, x2, x2 * x, x4, x4 * x, x4 * x2, x4 * x2 * x];
+    let x8 = x4 * x4;
+    let mut block = 1.0;
+    for chunk in t.chunks_mut(8) {
+        for (o, &b) in chunk.iter_mut().zip(&base) {
+            *o = block * b;
+        }
+        block *= x8;
+    }
 }
 
 /// sum n x^I y^J over an (I, J, n) table, for the backward equations.
@@ -331,8 +352,8 @@ fn region3_liquid(p: f64, t: f64) -> bool {
 fn state_pt(p: f64, t: f64) -> Result<SteamState, CalcError> {
     match region_pt(p, t) {
         3 => {
-            let rho = region3::rho_pt(p, t, region3_liquid(p, t))?;
-            Ok(region3::helmholtz(rho, t).state(rho, t))
+            let (rho, f) = region3::solve_pt(p, t, region3_liquid(p, t))?;
+            Ok(f.state(rho, t))
         }
         r => Ok(gibbs_region(r)(p, t).state(p, t, r)),
     }
@@ -351,8 +372,8 @@ pub fn enthalpy_pt(p_mpa: f64, t_k: f64) -> Result<f64, CalcError> {
     check_pt("pressure_mpa", p_mpa, "temperature_k", t_k)?;
     match region_pt(p_mpa, t_k) {
         3 => {
-            let rho = region3::rho_pt(p_mpa, t_k, region3_liquid(p_mpa, t_k))?;
-            Ok(region3::helmholtz(rho, t_k).h(t_k))
+            let (_, f) = region3::solve_pt(p_mpa, t_k, region3_liquid(p_mpa, t_k))?;
+            Ok(f.h(t_k))
         }
         r => Ok(gibbs_region(r)(p_mpa, t_k).h(t_k)),
     }
@@ -402,12 +423,9 @@ fn sat_states(p: f64) -> Result<(SteamState, SteamState), CalcError> {
             region2::gibbs(p, t).state(p, t, 2),
         )
     } else {
-        let rl = region3::rho_pt(p, t, true)?;
-        let rv = region3::rho_pt(p, t, false)?;
-        (
-            region3::helmholtz(rl, t).state(rl, t),
-            region3::helmholtz(rv, t).state(rv, t),
-        )
+        let (rl, fl) = region3::solve_pt(p, t, true)?;
+        let (rv, fv) = region3::solve_pt(p, t, false)?;
+        (fl.state(rl, t), fv.state(rv, t))
     };
     // The equations are evaluated at p itself, not at p_sat(T_sat(p)), so report p exactly.
     liq.pressure_mpa = p;
@@ -539,6 +557,7 @@ fn solve_gibbs(
             Ok(Eval {
                 residual: value - x,
                 slope,
+                curvature: 0.0,
                 above: value > x,
             })
         },
@@ -562,11 +581,12 @@ fn solve_region3(
 ) -> Result<SteamState, CalcError> {
     let t = bracketed_newton(
         |t| {
-            let rho = region3::rho_pt(p, t, liquid)?;
-            let (value, slope) = given.helmholtz(&region3::helmholtz(rho, t), t);
+            let (_, f) = region3::solve_pt(p, t, liquid)?;
+            let (value, slope) = given.helmholtz(&f, t);
             Ok(Eval {
                 residual: value - x,
                 slope,
+                curvature: 0.0,
                 above: value > x,
             })
         },
@@ -575,8 +595,8 @@ fn solve_region3(
         guess,
         "region 3 temperature from (p, h) or (p, s)",
     )?;
-    let rho = region3::rho_pt(p, t, liquid)?;
-    Ok(region3::helmholtz(rho, t).state(rho, t))
+    let (rho, f) = region3::solve_pt(p, t, liquid)?;
+    Ok(f.state(rho, t))
 }
 
 /// Mixture on the saturation line; at p_c, where the saturated values coincide, quality 0.5.

@@ -1,6 +1,7 @@
 //! IF97 region 1 (compressed liquid): basic Gibbs equation (Eq. 7, Table 2) and the backward
 //! equations T(p,h) (Eq. 11, Table 6) and T(p,s) (Eq. 13, Table 8).
 
+use super::series::Series;
 use super::{Gibbs, powers, sum_table};
 
 const P_STAR: f64 = 16.53;
@@ -43,6 +44,9 @@ const GIBBS: [(i32, i32, f64); 34] = [
     (31, -40, 0.182_280_945_814_04e-23),
     (32, -41, -0.935_370_872_924_58e-25),
 ];
+
+/// GIBBS laid out for evaluation (13 distinct I, power tables from x^0 and y^-41).
+const GIBBS_SERIES: Series<34, 13> = Series::new(&GIBBS, 0, -41);
 
 /// (I, J, n) of IF97 Table 6: theta = sum n pi^I (eta + 1)^J, eta = h / 2500 kJ/kg.
 const T_PH: [(i32, i32, f64); 20] = [
@@ -102,24 +106,14 @@ pub(super) fn gibbs(p: f64, t: f64) -> Gibbs {
     let y = tau - 1.222;
     let xp: [f64; 33] = powers(x, 0);
     let yp: [f64; 59] = powers(y, -41);
-    let (mut g, mut si, mut sii, mut sj, mut sjj, mut sij) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
-    for &(i, j, n) in &GIBBS {
-        let term = n * xp[i as usize] * yp[(j + 41) as usize];
-        let (fi, fj) = (f64::from(i), f64::from(j));
-        g += term;
-        si += fi * term;
-        sii += fi * (fi - 1.0) * term;
-        sj += fj * term;
-        sjj += fj * (fj - 1.0) * term;
-        sij += fi * fj * term;
-    }
+    let s = GIBBS_SERIES.eval(&xp, &yp);
     Gibbs {
-        g,
-        pi_g_p: -pi * si / x,
-        pi2_g_pp: pi * pi * sii / (x * x),
-        tau_g_t: tau * sj / y,
-        tau2_g_tt: tau * tau * sjj / (y * y),
-        pi_tau_g_pt: -pi * tau * sij / (x * y),
+        g: s.s,
+        pi_g_p: -pi * s.x_sx / x,
+        pi2_g_pp: pi * pi * s.x2_sxx / (x * x),
+        tau_g_t: tau * s.y_sy / y,
+        tau2_g_tt: tau * tau * s.y2_syy / (y * y),
+        pi_tau_g_pt: -pi * tau * s.xy_sxy / (x * y),
     }
 }
 

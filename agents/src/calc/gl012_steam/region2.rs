@@ -2,6 +2,7 @@
 //! boundary (Eqs. 20-21) and the backward equations T(p,h) (Eqs. 22-24, Tables 20-23) and
 //! T(p,s) (Eqs. 25-27, Tables 25-27).
 
+use super::series::Series;
 use super::{Gibbs, powers, sum_table};
 
 const T_STAR: f64 = 540.0;
@@ -69,6 +70,9 @@ const RESIDUAL: [(i32, i32, f64); 43] = [
     (24, 40, 0.554_147_153_507_78e-16),
     (24, 58, -0.943_697_072_412_10e-6),
 ];
+
+/// RESIDUAL laid out for evaluation (17 distinct I, power tables from pi^0 and y^0).
+const RESIDUAL_SERIES: Series<43, 17> = Series::new(&RESIDUAL, 0, 0);
 
 /// n1..n5 of the B2bc equation (Eq. 20/21, Table 19).
 const B2BC: [f64; 5] = [
@@ -337,25 +341,15 @@ pub(super) fn gibbs(p: f64, t: f64) -> Gibbs {
     let y = tau - 0.5;
     let xp: [f64; 25] = powers(pi, 0);
     let yp: [f64; 59] = powers(y, 0);
-    let (mut si, mut sii, mut sj, mut sjj, mut sij) = (0.0, 0.0, 0.0, 0.0, 0.0);
-    for &(i, j, n) in &RESIDUAL {
-        let term = n * xp[i as usize] * yp[j as usize];
-        let (fi, fj) = (f64::from(i), f64::from(j));
-        g += term;
-        si += fi * term;
-        sii += fi * (fi - 1.0) * term;
-        sj += fj * term;
-        sjj += fj * (fj - 1.0) * term;
-        sij += fi * fj * term;
-    }
+    let s = RESIDUAL_SERIES.eval(&xp, &yp);
     // Ideal part: pi g_pi = 1 and pi^2 g_pipi = -1 exactly, which keeps v finite as p -> 0.
     Gibbs {
-        g,
-        pi_g_p: 1.0 + si,
-        pi2_g_pp: -1.0 + sii,
-        tau_g_t: t0 + tau * sj / y,
-        tau2_g_tt: tt0 + tau * tau * sjj / (y * y),
-        pi_tau_g_pt: tau * sij / y,
+        g: g + s.s,
+        pi_g_p: 1.0 + s.x_sx,
+        pi2_g_pp: -1.0 + s.x2_sxx,
+        tau_g_t: t0 + tau * s.y_sy / y,
+        tau2_g_tt: tt0 + tau * tau * s.y2_syy / (y * y),
+        pi_tau_g_pt: tau * s.xy_sxy / y,
     }
 }
 
