@@ -185,7 +185,7 @@ fn client_verbs_against_a_running_master() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(
         v.as_array().unwrap().len(),
-        14,
+        17,
         "every agent of the three sample plants"
     );
     assert!(

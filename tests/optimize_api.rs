@@ -368,13 +368,6 @@ async fn bad_scenarios_are_invalid_argument_naming_the_field() {
         Code::InvalidArgument,
         &["dispatch_setpoints: needs use_fleet"],
     );
-    let mut setpoints = fleet_run();
-    setpoints.dispatch_setpoints = true;
-    expect_code(
-        c.run_heat_distribution(setpoints).await,
-        Code::FailedPrecondition,
-        &["no plant agent accepts setpoints"],
-    );
     // Nothing refused counts as a run.
     let s = c
         .get_status(pb::GetOptimizerStatusRequest {})
@@ -647,5 +640,29 @@ async fn optimization_service_is_in_health_and_reflection() {
             .any(|s| s.name == "heatmesh.v1.OptimizationService"),
         "{list:?}"
     );
+    h.mesh.shutdown().await;
+}
+
+#[tokio::test]
+async fn fleet_setpoints_reach_every_plant_as_tasks() {
+    let mut h = start(false).await;
+    let mut c = client(&h);
+    let mut req = fleet_run();
+    req.dispatch_setpoints = true;
+    let r = c.run_heat_distribution(req).await.unwrap().into_inner();
+    assert_eq!(
+        r.setpoint_task_ids.len(),
+        3,
+        "one setpoint task per plant: {:?}",
+        r.setpoint_task_ids
+    );
+    for id in &r.setpoint_task_ids {
+        let t = wait_terminal(&mut h.tasks, id, std::time::Duration::from_secs(10)).await;
+        assert_eq!(t.status, pb::TaskStatus::Completed as i32, "{t:?}");
+        assert_eq!(t.agent_kind, "GL-001");
+        let ack: serde_json::Value = serde_json::from_str(&t.result.unwrap().json).unwrap();
+        assert_eq!(ack["balance_closes"], true, "{ack}");
+        assert!(ack["units_applied"].as_u64().unwrap() >= 1, "{ack}");
+    }
     h.mesh.shutdown().await;
 }

@@ -66,6 +66,10 @@ const fn kind<C: Calculation>(name: &'static str) -> AgentKind {
 
 /// Every agent kind this build serves.
 pub static KINDS: &[AgentKind] = &[
+    AgentKind {
+        accepts_setpoints: true,
+        ..kind::<calc::gl001_setpoints::Setpoints>("DispatchSetpoints")
+    },
     kind::<calc::gl002_boiler::BoilerEfficiency>("BoilerEfficiency"),
     kind::<calc::gl003_combustion::CombustionAnalysis>("CombustionOptimizer"),
     kind::<calc::gl004_emissions::Emissions>("EmissionsControl"),
@@ -119,6 +123,7 @@ mod tests {
         assert_eq!(
             names,
             vec![
+                ("GL-001", "DispatchSetpoints"),
                 ("GL-002", "BoilerEfficiency"),
                 ("GL-003", "CombustionOptimizer"),
                 ("GL-004", "EmissionsControl"),
@@ -133,7 +138,8 @@ mod tests {
     /// Every shipped example under examples/calc/ validates and runs to a JSON object.
     #[test]
     fn shipped_examples_run() {
-        let examples: [(&str, &[u8]); 7] = [
+        let examples: [(&str, &[u8]); 8] = [
+            ("GL-001", include_bytes!("../../examples/calc/gl-001.json")),
             ("GL-002", include_bytes!("../../examples/calc/gl-002.json")),
             ("GL-003", include_bytes!("../../examples/calc/gl-003.json")),
             ("GL-004", include_bytes!("../../examples/calc/gl-004.json")),

@@ -36,7 +36,7 @@ fn run(label: &str, params: GeneratorParams, engine: LpSolverChoice, runs: u64) 
     println!(
         "{label:<22} {:>5} plants {:>5} units {:>5} links {:>4} bin | solve median {:>9.2} ms  \
          total median {:>9.2} ms | greedy median {:>7.2} ms, obj +{:.3} % median | engine {:?} \
-         status {:?} errors {errors}",
+         status {:?} errors {errors} | peak RSS so far {:.1} MiB",
         params.plants,
         f0.units,
         f0.links,
@@ -47,7 +47,20 @@ fn run(label: &str, params: GeneratorParams, engine: LpSolverChoice, runs: u64) 
         100.0 * median(gaps),
         f0.engine,
         statuses_sorted,
+        peak_rss_mib(),
     );
+}
+
+/// Peak resident memory of this process so far (VmHWM), for the memory column.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
 fn main() {
@@ -57,11 +70,11 @@ fn main() {
         .unwrap_or(7);
     let lp = |plants| GeneratorParams {
         plants,
-        units_per_plant: 3,
-        links_per_plant: 2,
+        units_per_plant: 5,
+        links_per_plant: 3,
         milp: false,
     };
-    println!("GL-001 optimizer benchmark, {runs} seeds per row, 3 units and 2 links per plant");
+    println!("GL-001 optimizer benchmark, {runs} seeds per row, 5 units and 3 links per plant");
     for plants in [10, 100, 1000] {
         run("LP microlp", lp(plants), LpSolverChoice::Microlp, runs);
         run("LP clarabel", lp(plants), LpSolverChoice::Clarabel, runs);
@@ -69,8 +82,8 @@ fn main() {
     }
     let milp = GeneratorParams {
         plants: 20,
-        units_per_plant: 3,
-        links_per_plant: 2,
+        units_per_plant: 5,
+        links_per_plant: 3,
         milp: true,
     };
     run("MILP microlp", milp, LpSolverChoice::Auto, runs);

@@ -5,6 +5,7 @@
 //! calculation is a function from a validated request to a result, so it can be tested
 //! against the reference figures and called from the CLI, an actor or a benchmark alike.
 
+pub mod gl001_setpoints;
 pub mod gl002_boiler;
 pub mod gl003_combustion;
 pub mod gl004_emissions;
