@@ -374,6 +374,7 @@ impl MasterState {
             .get(&id)
             .is_some_and(|t| self.plants.contains_key(&t.rec.plant_id));
         self.transition(id, Status::Orphaned, reason, None);
+        metrics::counter!("heatmesh_tasks_orphaned_total").increment(1);
         if known {
             self.transition(
                 id,
@@ -382,6 +383,7 @@ impl MasterState {
                 None,
             );
             self.enqueue(id);
+            metrics::counter!("heatmesh_tasks_recovered_total").increment(1);
         }
     }
 
