@@ -230,6 +230,46 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         ))
         .await;
 
+    // The other sub-agents on the same mesh, each with its shipped example.
+    let mut others = Vec::new();
+    for (plant, kind, json) in OTHER_AGENTS {
+        let r = tasks
+            .submit_task(pb::SubmitTaskRequest {
+                plant_id: plant.to_string(),
+                payload: Some(pb::TaskPayload {
+                    request: Some(pb::task_payload::Request::Json(pb::JsonRequest {
+                        agent_kind: kind.to_string(),
+                        json: json.to_string(),
+                    })),
+                }),
+                ..Default::default()
+            })
+            .await
+            .map_err(rpc_err)?
+            .into_inner();
+        let id = r.task.context("no task returned")?.id;
+        let done = watch_until_done(&mut tasks, &id, |_| {}).await?;
+        others.push((plant, kind, done));
+    }
+
+    // GL-001: dispatch the fleet's heat (GL-002 efficiencies from the ledger included) and send
+    // each plant its setpoints as a task.
+    let mut optimizer = pb::optimization_service_client::OptimizationServiceClient::new(
+        connect(&mesh.grpc_addr.to_string()).await?,
+    );
+    let dispatch = optimizer
+        .run_heat_distribution(pb::RunHeatDistributionRequest {
+            use_fleet: true,
+            dispatch_setpoints: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(rpc_err)?
+        .into_inner();
+    for id in &dispatch.setpoint_task_ids {
+        watch_until_done(&mut tasks, id, |_| {}).await?;
+    }
+
     // Bulk workload across the fleet.
     let bulk_started = Instant::now();
     let mut handles = Vec::new();
@@ -345,6 +385,49 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             h.detail
         );
     }
+    println!("\nThe other sub-agents, same mesh (examples/calc/<kind>.json through SubmitTask):");
+    let mut ot = Table::new(&["task", "plant", "agent", "status", "key figures"]);
+    for (plant, kind, t) in &others {
+        let figures = t
+            .result
+            .as_ref()
+            .and_then(|r| serde_json::from_str::<serde_json::Value>(&r.json).ok())
+            .map(|v| key_figures(kind, &v))
+            .unwrap_or_else(|| t.error.clone());
+        if t.status != pb::TaskStatus::Completed as i32 {
+            failures += 1;
+        }
+        ot.row(vec![
+            t.id.clone(),
+            plant.to_string(),
+            kind.to_string(),
+            status_name(t.status),
+            figures,
+        ]);
+    }
+    print!("{}", indent_table(&ot.render()));
+    let d: serde_json::Value = serde_json::from_str(&dispatch.result_json).unwrap_or_default();
+    println!(
+        "\nGL-001 fleet heat distribution: {} by {} in {:.1} ms, {:.2} EUR/h, {:.3} t CO2/h; setpoints sent to {} plants as tasks {}",
+        d["status"].as_str().unwrap_or("?"),
+        d["algorithm"].as_str().unwrap_or("?"),
+        d["solve_time_ms"].as_f64().unwrap_or(f64::NAN),
+        d["objective_eur_h"].as_f64().unwrap_or(f64::NAN),
+        d["co2_t_h"].as_f64().unwrap_or(f64::NAN),
+        dispatch.setpoint_task_ids.len(),
+        dispatch.setpoint_task_ids.join(", ")
+    );
+    if let Some(units) = d["units"].as_array() {
+        let mut ut = Table::new(&["unit", "plant", "heat MW"]);
+        for u in units {
+            ut.row(vec![
+                u["id"].as_str().unwrap_or("").to_string(),
+                u["plant"].as_str().unwrap_or("").to_string(),
+                format!("{:.3}", u["heat_mw"].as_f64().unwrap_or(0.0)),
+            ]);
+        }
+        print!("{}", indent_table(&ut.render()));
+    }
     println!(
         "\nIdempotent resubmit of key demo-case-0: returned task {} (duplicate = {})",
         again.task.map(|t| t.id).unwrap_or_default(),
@@ -392,6 +475,87 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The other agent kinds, each with its shipped example and a plant that runs it.
+const OTHER_AGENTS: [(&str, &str, &str); 6] = [
+    (
+        "Plant-001",
+        "GL-002",
+        include_str!("../../examples/calc/gl-002.json"),
+    ),
+    (
+        "Plant-001",
+        "GL-003",
+        include_str!("../../examples/calc/gl-003.json"),
+    ),
+    (
+        "Plant-001",
+        "GL-004",
+        include_str!("../../examples/calc/gl-004.json"),
+    ),
+    (
+        "Plant-003",
+        "GL-006",
+        include_str!("../../examples/calc/gl-006.json"),
+    ),
+    (
+        "Plant-001",
+        "GL-012",
+        include_str!("../../examples/calc/gl-012.json"),
+    ),
+    (
+        "Plant-002",
+        "GL-014",
+        include_str!("../../examples/calc/gl-014.json"),
+    ),
+];
+
+/// A one-line summary of an agent's result for the demo table.
+fn key_figures(kind: &str, v: &serde_json::Value) -> String {
+    let f = |k: &str| v[k].as_f64().map_or("-".to_string(), |x| format!("{x:.2}"));
+    let s = |k: &str| v[k].as_str().unwrap_or("-").to_string();
+    match kind {
+        "GL-002" => format!(
+            "efficiency {} % ({} basis, {} method)",
+            f("efficiency_pct"),
+            s("basis"),
+            s("method")
+        ),
+        "GL-003" => format!(
+            "excess air {} %, flue-gas loss {} % (net), O2 target gain {} %",
+            f("excess_air_pct"),
+            f("flue_gas_loss_pct"),
+            f("efficiency_gain_pct")
+        ),
+        "GL-004" => format!(
+            "CO2 {} kg, intensity {} kg/MWh, {}",
+            f("co2_kg"),
+            f("intensity_kg_mwh"),
+            s("compliance_status")
+        ),
+        "GL-006" => format!(
+            "recoverable {} kW, limited by {}",
+            f("recoverable_heat_kw"),
+            s("limited_by")
+        ),
+        "GL-012" => {
+            let st = &v["state"];
+            format!(
+                "h {:.2} kJ/kg, s {:.4} kJ/(kg K), region {}",
+                st["enthalpy_kj_kg"].as_f64().unwrap_or(f64::NAN),
+                st["entropy_kj_kg_k"].as_f64().unwrap_or(f64::NAN),
+                st["region"]
+            )
+        }
+        "GL-014" => format!(
+            "duty {} W, UA {} W/K, cleanliness {} %",
+            f("duty_w"),
+            f("ua_w_k"),
+            f("cleanliness_pct")
+        ),
+        _ => v.to_string(),
+    }
 }
 
 fn indent_table(s: &str) -> String {
