@@ -18,19 +18,7 @@ async fn node_kill_moves_its_plant_to_the_spare_and_loses_nothing() {
     let mut c = Cluster::new(Path::new(BIN)).unwrap();
     c.start_master();
     let m = c.grpc;
-    c.start_node("node-1", &["Plant-001"], m);
-    c.start_node("node-2", &["Plant-002"], m);
-    c.start_node("node-3", &["Plant-003"], m);
-    c.start_node("spare", &[], m);
-    c.wait_placement(
-        &[
-            ("Plant-001", "node-1"),
-            ("Plant-002", "node-2"),
-            ("Plant-003", "node-3"),
-        ],
-        Duration::from_secs(20),
-    )
-    .await;
+    c.start_standard(true, None).await;
     let ch = c.channel().await;
 
     // A sub-agent panicking on a remote node is restarted there and its task retried.
@@ -123,21 +111,8 @@ async fn node_kill_moves_its_plant_to_the_spare_and_loses_nothing() {
 async fn partition_is_detected_and_late_results_are_rejected() {
     let mut c = Cluster::new(Path::new(BIN)).unwrap();
     c.start_master();
-    let m = c.grpc;
-    let proxy = BlackholeProxy::start(m).await.unwrap();
-    c.start_node("node-1", &["Plant-001"], m);
-    c.start_node("node-2", &["Plant-002"], proxy.addr());
-    c.start_node("node-3", &["Plant-003"], m);
-    c.start_node("spare", &[], m);
-    c.wait_placement(
-        &[
-            ("Plant-001", "node-1"),
-            ("Plant-002", "node-2"),
-            ("Plant-003", "node-3"),
-        ],
-        Duration::from_secs(20),
-    )
-    .await;
+    let proxy = BlackholeProxy::start(c.grpc).await.unwrap();
+    c.start_standard(true, Some(("node-2", proxy.addr()))).await;
     let ch = c.channel().await;
     let acked = Arc::new(Mutex::new(Vec::new()));
     let load = tokio::spawn(stream_tasks(ch.clone(), 2000, 16, acked.clone()));
@@ -194,19 +169,7 @@ async fn partition_is_detected_and_late_results_are_rejected() {
 async fn master_kill_and_restart_completes_every_acknowledged_task_once() {
     let mut c = Cluster::new(Path::new(BIN)).unwrap();
     c.start_master();
-    let m = c.grpc;
-    c.start_node("node-1", &["Plant-001"], m);
-    c.start_node("node-2", &["Plant-002"], m);
-    c.start_node("node-3", &["Plant-003"], m);
-    c.wait_placement(
-        &[
-            ("Plant-001", "node-1"),
-            ("Plant-002", "node-2"),
-            ("Plant-003", "node-3"),
-        ],
-        Duration::from_secs(20),
-    )
-    .await;
+    c.start_standard(false, None).await;
     let ch = c.channel().await;
     let acked = Arc::new(Mutex::new(Vec::new()));
     let load = tokio::spawn(stream_tasks(ch.clone(), 3000, 16, acked.clone()));

@@ -5,8 +5,11 @@
 //! publishes its events. A task is acknowledged from that callback, so an acknowledged task
 //! is always on disk, and throughput pays one fsync per group instead of one per task.
 //!
-//! Trees: `tasks` (id -> [`TaskRecord`] JSON), `journal` ((id, seq) -> [`Transition`] JSON),
-//! `idem` (idempotency key -> id), `meta` (placement epochs).
+//! Everything a group writes goes into one sled tree, `log`, in one batch, because sled makes
+//! a batch atomic only within a tree: a task's record, its journal entry and its idempotency
+//! key are durable together or not at all, also after kill -9. Keys are prefixed:
+//! `T`+id -> [`TaskRecord`] JSON, `J`+id+seq -> [`Transition`] JSON, `I`+key -> id,
+//! `P`+plant -> placement. Node epochs live in `meta` (written and flushed on attach).
 //! Only the master writes here; the gRPC read paths use the read-only methods.
 
 use crate::task::{TaskRecord, Transition};
@@ -84,9 +87,7 @@ pub struct Commit {
 #[derive(Clone)]
 pub struct Ledger {
     db: sled::Db,
-    tasks: sled::Tree,
-    journal: sled::Tree,
-    idem: sled::Tree,
+    log: sled::Tree,
     meta: sled::Tree,
     tx: mpsc::UnboundedSender<Commit>,
     events: broadcast::Sender<Arc<TaskRecord>>,
@@ -94,6 +95,19 @@ pub struct Ledger {
 
 fn key(id: u64) -> [u8; 8] {
     id.to_be_bytes()
+}
+
+fn task_key(id: u64) -> [u8; 9] {
+    let mut k = [b'T'; 9];
+    k[1..].copy_from_slice(&key(id));
+    k
+}
+
+fn prefixed(tag: u8, rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + rest.len());
+    k.push(tag);
+    k.extend_from_slice(rest);
+    k
 }
 
 fn decode<T: serde::de::DeserializeOwned>(k: &[u8], v: &[u8]) -> Result<T, LedgerError> {
@@ -115,9 +129,7 @@ impl Ledger {
         let (tx, rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(65_536);
         let ledger = Ledger {
-            tasks: db.open_tree("tasks")?,
-            journal: db.open_tree("journal")?,
-            idem: db.open_tree("idem")?,
+            log: db.open_tree("log")?,
             meta: db.open_tree("meta")?,
             db,
             tx,
@@ -190,38 +202,31 @@ impl Ledger {
     }
 
     fn apply(&self, group: &[Commit]) -> Result<(), LedgerError> {
-        let mut tasks = sled::Batch::default();
-        let mut journal = sled::Batch::default();
+        let mut batch = sled::Batch::default();
         for op in group.iter().flat_map(|c| c.ops.iter()) {
             match op {
-                Op::Put(rec) => tasks.insert(&key(rec.id), enc(rec)),
+                Op::Put(rec) => batch.insert(task_key(rec.id).to_vec(), enc(rec)),
                 Op::Journal { id, seq, entry } => {
-                    let mut k = [0u8; 16];
-                    k[..8].copy_from_slice(&key(*id));
-                    k[8..].copy_from_slice(&key(*seq));
-                    journal.insert(&k, enc(entry));
+                    let mut k = Vec::with_capacity(17);
+                    k.push(b'J');
+                    k.extend_from_slice(&key(*id));
+                    k.extend_from_slice(&key(*seq));
+                    batch.insert(k, enc(entry));
                 }
-                Op::Idem(k, id) => {
-                    self.idem.insert(k.as_bytes(), &key(*id))?;
-                }
+                Op::Idem(k, id) => batch.insert(prefixed(b'I', k.as_bytes()), key(*id).to_vec()),
                 Op::Placement { plant, node, epoch } => {
                     let v = serde_json::json!({ "node": node, "epoch": epoch });
-                    self.meta.insert(
-                        format!("placement/{plant}").as_bytes(),
-                        v.to_string().as_bytes(),
-                    )?;
+                    batch.insert(prefixed(b'P', plant.as_bytes()), v.to_string().into_bytes());
                 }
             }
         }
-        // Journal first: a record read is then never ahead of its own history.
-        self.journal.apply_batch(journal)?;
-        self.tasks.apply_batch(tasks)?;
+        self.log.apply_batch(batch)?;
         Ok(())
     }
 
     /// Reads one task.
     pub fn get(&self, id: u64) -> Result<Option<TaskRecord>, LedgerError> {
-        match self.tasks.get(key(id))? {
+        match self.log.get(task_key(id))? {
             Some(v) => decode(&key(id), &v).map(Some),
             None => Ok(None),
         }
@@ -229,8 +234,8 @@ impl Ledger {
 
     /// The task's journal, oldest first.
     pub fn history(&self, id: u64) -> Result<Vec<Transition>, LedgerError> {
-        self.journal
-            .scan_prefix(key(id))
+        self.log
+            .scan_prefix(prefixed(b'J', &key(id)))
             .map(|kv| {
                 let (k, v) = kv?;
                 decode(&k, &v)
@@ -240,7 +245,7 @@ impl Ledger {
 
     /// The task first accepted with this idempotency key.
     pub fn idempotent(&self, k: &str) -> Result<Option<u64>, LedgerError> {
-        Ok(self.idem.get(k.as_bytes())?.and_then(|v| {
+        Ok(self.log.get(prefixed(b'I', k.as_bytes()))?.and_then(|v| {
             let b: [u8; 8] = v.as_ref().try_into().ok()?;
             Some(u64::from_be_bytes(b))
         }))
@@ -251,11 +256,8 @@ impl Ledger {
         &self,
         before: Option<u64>,
     ) -> impl Iterator<Item = Result<TaskRecord, LedgerError>> + '_ {
-        let iter = match before {
-            Some(b) => self.tasks.range(..key(b)),
-            None => self.tasks.iter(),
-        };
-        iter.rev().map(|kv| {
+        let end = before.map_or_else(|| vec![b'T' + 1], |b| task_key(b).to_vec());
+        self.log.range(vec![b'T']..end).rev().map(|kv| {
             let (k, v) = kv?;
             decode(&k, &v)
         })
@@ -263,7 +265,7 @@ impl Ledger {
 
     /// Every task, oldest first (recovery).
     pub fn scan_all(&self) -> impl Iterator<Item = Result<TaskRecord, LedgerError>> + '_ {
-        self.tasks.iter().map(|kv| {
+        self.log.scan_prefix([b'T']).map(|kv| {
             let (k, v) = kv?;
             decode(&k, &v)
         })
@@ -271,15 +273,13 @@ impl Ledger {
 
     /// The last recorded epoch of a plant (0 if never placed).
     pub fn placement_epoch(&self, plant: &str) -> Result<u64, LedgerError> {
-        Ok(
-            match self.meta.get(format!("placement/{plant}").as_bytes())? {
-                Some(v) => {
-                    let j: serde_json::Value = decode(plant.as_bytes(), &v)?;
-                    j["epoch"].as_u64().unwrap_or(0)
-                }
-                None => 0,
-            },
-        )
+        Ok(match self.log.get(prefixed(b'P', plant.as_bytes()))? {
+            Some(v) => {
+                let j: serde_json::Value = decode(plant.as_bytes(), &v)?;
+                j["epoch"].as_u64().unwrap_or(0)
+            }
+            None => 0,
+        })
     }
 
     /// The next epoch for a node attaching now: one more than any it had, durable before it

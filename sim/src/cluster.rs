@@ -75,6 +75,34 @@ impl Cluster {
         self.nodes.insert(id.to_string(), p);
     }
 
+    /// The standard layout: `node-1`..`node-3` preferring `Plant-001`..`Plant-003` (the node
+    /// named in `via` dials that address instead of the master, e.g. a proxy), and a spare
+    /// when asked; returns once every plant runs on its node.
+    pub async fn start_standard(
+        &mut self,
+        spare: bool,
+        via: Option<(&str, SocketAddr)>,
+    ) -> Duration {
+        let m = self.grpc;
+        for i in 1..=3 {
+            let (id, plant) = (format!("node-{i}"), format!("Plant-00{i}"));
+            let dial = via.filter(|(n, _)| *n == id).map_or(m, |(_, a)| a);
+            self.start_node(&id, &[plant.as_str()], dial);
+        }
+        if spare {
+            self.start_node("spare", &[], m);
+        }
+        self.wait_placement(
+            &[
+                ("Plant-001", "node-1"),
+                ("Plant-002", "node-2"),
+                ("Plant-003", "node-3"),
+            ],
+            Duration::from_secs(30),
+        )
+        .await
+    }
+
     /// A channel to the master, waiting until it accepts connections.
     pub async fn channel(&self) -> Channel {
         let end = Instant::now() + Duration::from_secs(20);

@@ -29,21 +29,7 @@ pub async fn run(a: ClusterBenchArgs) -> anyhow::Result<()> {
     let proxy = BlackholeProxy::start(c.grpc)
         .await
         .context("starting the black-hole proxy")?;
-    let m = c.grpc;
-    c.start_node("node-1", &["Plant-001"], m);
-    c.start_node("node-2", &["Plant-002"], m);
-    c.start_node("node-3", &["Plant-003"], proxy.addr());
-    c.start_node("spare", &[], m);
-    let placed = c
-        .wait_placement(
-            &[
-                ("Plant-001", "node-1"),
-                ("Plant-002", "node-2"),
-                ("Plant-003", "node-3"),
-            ],
-            Duration::from_secs(30),
-        )
-        .await;
+    let placed = c.start_standard(true, Some(("node-3", proxy.addr()))).await;
     println!(
         "heatmesh bench cluster: master + 3 plant nodes + 1 spare as processes on loopback (placed in {placed:.0?}); logs in {}",
         c.dir.path().display()
