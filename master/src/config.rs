@@ -589,7 +589,7 @@ mod tests {
 
     #[test]
     fn errors_name_the_key() {
-        let bad = SAMPLE_FLEET.replacen("\"GL-002\"", "\"GL-999\"", 1);
+        let bad = SAMPLE_FLEET.replacen("\"GL-001\"", "\"GL-999\"", 1);
         let e = Config::from_toml_with_env(&bad, no_env())
             .unwrap_err()
             .to_string();

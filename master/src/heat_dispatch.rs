@@ -858,10 +858,18 @@ mod tests {
     }
 
     #[test]
-    fn setpoints_per_plant_and_no_consumer_today() {
+    fn setpoints_per_plant_go_to_each_plants_gl001_agent() {
         let f = fleet();
         let cfg = Config::from_toml_with_env(SAMPLE_FLEET, Vec::new()).unwrap();
-        assert!(setpoint_consumers(&cfg, &f).is_empty());
+        let consumers = setpoint_consumers(&cfg, &f);
+        assert_eq!(
+            consumers,
+            vec![
+                ("Plant-001".to_string(), "GL-001"),
+                ("Plant-002".to_string(), "GL-001"),
+                ("Plant-003".to_string(), "GL-001"),
+            ]
+        );
         let r = optimize(&f.scenario).unwrap();
         let sp = plant_setpoints(&r, "Plant-001").unwrap();
         assert_eq!(sp["units"].as_array().unwrap().len(), 2);
