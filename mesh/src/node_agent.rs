@@ -120,10 +120,10 @@ impl Actor for NodeAgent {
         evt: SupervisionEvent,
         st: &mut NodeState,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, reason) = match evt {
-            SupervisionEvent::ActorFailed(cell, err) => (cell, err.to_string()),
+        let (cell, reason, failed) = match evt {
+            SupervisionEvent::ActorFailed(cell, err) => (cell, err.to_string(), true),
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                (cell, reason.unwrap_or_else(|| "stopped".into()))
+                (cell, reason.unwrap_or_else(|| "stopped".into()), false)
             }
             _ => return Ok(()),
         };
@@ -137,7 +137,12 @@ impl Actor for NodeAgent {
             return Ok(());
         };
         let placed = st.plants.remove(&plant).expect("found above");
-        tracing::warn!(node = %st.args.node_id, plant = %plant, epoch = placed.epoch, "plant supervisor down: {reason}");
+        // A supervisor that failed is news; one stopped on request (shutdown, replacement) is not.
+        if failed {
+            tracing::warn!(node = %st.args.node_id, plant = %plant, epoch = placed.epoch, "plant supervisor failed: {reason}");
+        } else {
+            tracing::info!(node = %st.args.node_id, plant = %plant, epoch = placed.epoch, "plant supervisor stopped: {reason}");
+        }
         (placed.sink)(PlantEvent::PlantDown {
             plant,
             epoch: placed.epoch,
