@@ -345,15 +345,7 @@ async fn deadline_expires_a_task_that_cannot_run() {
 #[tokio::test]
 async fn panicking_agent_is_restarted_and_its_task_retried() {
     let mut h = start(false).await;
-    h.meshc
-        .inject_fault(pb::InjectFaultRequest {
-            plant_id: "Plant-002".into(),
-            kind: "gl-009".into(),
-            panic_next: 1,
-            delay_ms: 0,
-        })
-        .await
-        .unwrap();
+    panic_next(&mut h, "Plant-002", "gl-009", 1).await;
     let id = h
         .tasks
         .submit_task(submit("Plant-002", seed_balance()))
@@ -394,15 +386,7 @@ async fn restart_intensity_escalates_and_the_plant_is_replaced() {
     let mut cfg = test_config(dir.path());
     cfg.restart.max_restarts = 2;
     let mut h = start_with(cfg, dir, false).await;
-    h.meshc
-        .inject_fault(pb::InjectFaultRequest {
-            plant_id: "Plant-001".into(),
-            kind: "GL-009".into(),
-            panic_next: 4,
-            delay_ms: 0,
-        })
-        .await
-        .unwrap();
+    panic_next(&mut h, "Plant-001", "GL-009", 4).await;
     let mut req = submit("Plant-001", seed_balance());
     req.max_attempts = 10;
     let id = h
@@ -433,15 +417,7 @@ async fn restart_intensity_escalates_and_the_plant_is_replaced() {
 #[tokio::test]
 async fn retries_stop_at_max_attempts() {
     let mut h = start(false).await;
-    h.meshc
-        .inject_fault(pb::InjectFaultRequest {
-            plant_id: "Plant-003".into(),
-            kind: "GL-009".into(),
-            panic_next: 2,
-            delay_ms: 0,
-        })
-        .await
-        .unwrap();
+    panic_next(&mut h, "Plant-003", "GL-009", 2).await;
     let mut req = submit("Plant-003", seed_balance());
     req.max_attempts = 2;
     let id = h

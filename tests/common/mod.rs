@@ -96,6 +96,19 @@ pub fn submit(plant: &str, req: pb::HeatBalanceRequest) -> pb::SubmitTaskRequest
     }
 }
 
+/// Arms a rehearsal fault: the next `n` tasks of that agent panic.
+pub async fn panic_next(h: &mut Harness, plant: &str, kind: &str, n: u32) {
+    h.meshc
+        .inject_fault(pb::InjectFaultRequest {
+            plant_id: plant.into(),
+            kind: kind.into(),
+            panic_next: n,
+            delay_ms: 0,
+        })
+        .await
+        .expect("fault injection is enabled in the test configuration");
+}
+
 /// A submit carrying a request for any kind as JSON (what `heatmesh submit` sends).
 pub fn json_submit(plant: &str, kind: &str, json: &str) -> pb::SubmitTaskRequest {
     pb::SubmitTaskRequest {
