@@ -67,15 +67,7 @@ async fn every_kind_answers_through_submit_task() {
                 json: json.clone(),
             }),
         ] {
-            let id = h
-                .tasks
-                .submit_task(request(plant, payload))
-                .await
-                .unwrap()
-                .into_inner()
-                .task
-                .unwrap()
-                .id;
+            let id = submit_ok(&mut h, request(plant, payload)).await;
             let t = wait_terminal(&mut h.tasks, &id, T).await;
             assert_eq!(t.status, pb::TaskStatus::Completed as i32, "{kind}: {t:?}");
             assert_eq!(t.agent, format!("{plant}/{kind}"));
@@ -91,15 +83,11 @@ async fn every_kind_answers_through_submit_task() {
         }
     }
     // GL-002 through the mesh reproduces the BEE worked example (82.04 %).
-    let id = h
-        .tasks
-        .submit_task(request("Plant-002", typed("GL-002", &example("GL-002"))))
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap()
-        .id;
+    let id = submit_ok(
+        &mut h,
+        request("Plant-002", typed("GL-002", &example("GL-002"))),
+    )
+    .await;
     let t = wait_terminal(&mut h.tasks, &id, T).await;
     let Some(pb::task_result::Typed::Gl002BoilerEfficiency(b)) = t.result.unwrap().typed else {
         panic!()

@@ -214,15 +214,7 @@ async fn fleet_run_uses_the_configuration_and_the_newest_gl002_result() {
             "\"radiation_loss_pct\": 1.0",
             &format!("\"radiation_loss_pct\": {radiation}"),
         );
-        let id = h
-            .tasks
-            .submit_task(gl002(req))
-            .await
-            .unwrap()
-            .into_inner()
-            .task
-            .unwrap()
-            .id;
+        let id = submit_ok(&mut h, gl002(req)).await;
         let t = wait_terminal(&mut h.tasks, &id, T).await;
         assert_eq!(t.status, pb::TaskStatus::Completed as i32, "{t:?}");
         let res: serde_json::Value = serde_json::from_str(&t.result.unwrap().json).unwrap();

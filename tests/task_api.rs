@@ -46,15 +46,7 @@ async fn submit_get_and_known_answer() {
 async fn plant_threshold_is_used_per_plant() {
     let mut h = start(false).await;
     // Plant-003 has a 10 % threshold: the seed's 9.52 % closes without an alert there.
-    let id = h
-        .tasks
-        .submit_task(submit("Plant-003", seed_balance()))
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap()
-        .id;
+    let id = submit_ok(&mut h, submit("Plant-003", seed_balance())).await;
     let r = heat_result(&wait_terminal(&mut h.tasks, &id, T).await);
     assert_eq!(r.closure_threshold_pct, 10.0);
     assert!(!r.balance_alert);
@@ -64,15 +56,7 @@ async fn plant_threshold_is_used_per_plant() {
 #[tokio::test]
 async fn watch_streams_every_state_until_terminal() {
     let mut h = start(true).await;
-    let id = h
-        .tasks
-        .submit_task(submit("Plant-002", seed_balance()))
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap()
-        .id;
+    let id = submit_ok(&mut h, submit("Plant-002", seed_balance())).await;
     let mut stream = h
         .tasks
         .watch_task(pb::GetTaskRequest { id: id.clone() })
@@ -139,15 +123,7 @@ async fn priorities_run_in_order() {
         for _ in 0..5 {
             let mut req = submit("Plant-001", seed_balance());
             req.priority = p as i32;
-            let id = h
-                .tasks
-                .submit_task(req)
-                .await
-                .unwrap()
-                .into_inner()
-                .task
-                .unwrap()
-                .id;
+            let id = submit_ok(&mut h, req).await;
             ids.push((p, id));
         }
     }
@@ -181,15 +157,7 @@ async fn priorities_run_in_order() {
 #[tokio::test]
 async fn cancel_pending_task_and_refuse_twice() {
     let mut h = start(true).await;
-    let id = h
-        .tasks
-        .submit_task(submit("Plant-001", seed_balance()))
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap()
-        .id;
+    let id = submit_ok(&mut h, submit("Plant-001", seed_balance())).await;
     let t = h
         .tasks
         .cancel_task(pb::CancelTaskRequest {
@@ -315,15 +283,7 @@ async fn deadline_expires_a_task_that_cannot_run() {
         seconds: 0,
         nanos: 150_000_000,
     });
-    let id = h
-        .tasks
-        .submit_task(req)
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap()
-        .id;
+    let id = submit_ok(&mut h, req).await;
     let t = wait_terminal(&mut h.tasks, &id, T).await;
     assert_eq!(t.status, S::Failed as i32);
     assert!(t.error.contains("DEADLINE_EXCEEDED"), "{}", t.error);
@@ -346,15 +306,7 @@ async fn deadline_expires_a_task_that_cannot_run() {
 async fn panicking_agent_is_restarted_and_its_task_retried() {
     let mut h = start(false).await;
     panic_next(&mut h, "Plant-002", "gl-009", 1).await;
-    let id = h
-        .tasks
-        .submit_task(submit("Plant-002", seed_balance()))
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap()
-        .id;
+    let id = submit_ok(&mut h, submit("Plant-002", seed_balance())).await;
     let t = wait_terminal(&mut h.tasks, &id, T).await;
     assert_eq!(t.status, S::Completed as i32, "{t:?}");
     assert_eq!(t.attempt, 2);
@@ -389,15 +341,7 @@ async fn restart_intensity_escalates_and_the_plant_is_replaced() {
     panic_next(&mut h, "Plant-001", "GL-009", 4).await;
     let mut req = submit("Plant-001", seed_balance());
     req.max_attempts = 10;
-    let id = h
-        .tasks
-        .submit_task(req)
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap()
-        .id;
+    let id = submit_ok(&mut h, req).await;
     let t = wait_terminal(&mut h.tasks, &id, T).await;
     assert_eq!(t.status, S::Completed as i32, "{t:?}");
     assert_eq!(t.attempt, 5, "four panics, then success");
@@ -420,15 +364,7 @@ async fn retries_stop_at_max_attempts() {
     panic_next(&mut h, "Plant-003", "GL-009", 2).await;
     let mut req = submit("Plant-003", seed_balance());
     req.max_attempts = 2;
-    let id = h
-        .tasks
-        .submit_task(req)
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap()
-        .id;
+    let id = submit_ok(&mut h, req).await;
     let t = wait_terminal(&mut h.tasks, &id, T).await;
     assert_eq!(t.status, S::Failed as i32);
     assert!(t.error.contains("panicked"), "{}", t.error);
@@ -569,15 +505,7 @@ async fn bad_input_is_refused_and_nothing_is_stored() {
         all.tasks
     );
     // A good task still goes through afterwards.
-    let id = h
-        .tasks
-        .submit_task(submit("Plant-001", seed_balance()))
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap()
-        .id;
+    let id = submit_ok(&mut h, submit("Plant-001", seed_balance())).await;
     assert_eq!(
         wait_terminal(&mut h.tasks, &id, T).await.status,
         S::Completed as i32
@@ -628,15 +556,7 @@ async fn health_reflection_and_metrics_are_served() {
         assert!(names.iter().any(|n| n == s), "{s} missing from {names:?}");
     }
 
-    let id = h
-        .tasks
-        .submit_task(submit("Plant-001", seed_balance()))
-        .await
-        .unwrap()
-        .into_inner()
-        .task
-        .unwrap()
-        .id;
+    let id = submit_ok(&mut h, submit("Plant-001", seed_balance())).await;
     wait_terminal(&mut h.tasks, &id, T).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     let addr = h.mesh.metrics_addr.unwrap();

@@ -96,6 +96,18 @@ pub fn submit(plant: &str, req: pb::HeatBalanceRequest) -> pb::SubmitTaskRequest
     }
 }
 
+/// Submits and returns the accepted task's id (the request must be accepted).
+pub async fn submit_ok(h: &mut Harness, req: pb::SubmitTaskRequest) -> String {
+    h.tasks
+        .submit_task(req)
+        .await
+        .expect("submit accepted")
+        .into_inner()
+        .task
+        .expect("accepted submit returns the task")
+        .id
+}
+
 /// Arms a rehearsal fault: the next `n` tasks of that agent panic.
 pub async fn panic_next(h: &mut Harness, plant: &str, kind: &str, n: u32) {
     h.meshc
