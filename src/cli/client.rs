@@ -188,7 +188,8 @@ fn print_task(t: &pb::Task) {
     }
 }
 
-fn indent(s: &str, n: usize) -> String {
+/// Each line of `s` indented by `n` spaces (no trailing newline).
+pub fn indent(s: &str, n: usize) -> String {
     let pad = " ".repeat(n);
     s.lines()
         .map(|l| format!("{pad}{l}"))

@@ -2,7 +2,7 @@
 //! process, drives a sample workload through the real gRPC API on loopback and prints the
 //! results, the balance alerts and what the supervision tree did.
 
-use super::client::{connect, rpc_err, status_name, watch_until_done};
+use super::client::{connect, indent, rpc_err, status_name, watch_until_done};
 use super::mesh::MeshOpts;
 use super::table::Table;
 use anyhow::{Context, bail};
@@ -405,7 +405,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             figures,
         ]);
     }
-    print!("{}", indent_table(&ot.render()));
+    println!("{}", indent(&ot.render(), 2));
     let d: serde_json::Value = serde_json::from_str(&dispatch.result_json).unwrap_or_default();
     println!(
         "\nGL-001 fleet heat distribution: {} by {} in {:.1} ms, {:.2} EUR/h, {:.3} t CO2/h; setpoints sent to {} plants as tasks {}",
@@ -426,7 +426,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 format!("{:.3}", u["heat_mw"].as_f64().unwrap_or(0.0)),
             ]);
         }
-        print!("{}", indent_table(&ut.render()));
+        println!("{}", indent(&ut.render(), 2));
     }
     println!(
         "\nIdempotent resubmit of key demo-case-0: returned task {} (duplicate = {})",
@@ -463,7 +463,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             a.epoch.to_string(),
         ]);
     }
-    print!("{}", indent_table(&at.render()));
+    println!("{}", indent(&at.render(), 2));
     if let Some(addr) = mesh.metrics_addr {
         println!("\nMetrics were served at http://{addr}/metrics while the demo ran.");
     }
@@ -556,8 +556,4 @@ fn key_figures(kind: &str, v: &serde_json::Value) -> String {
         ),
         _ => v.to_string(),
     }
-}
-
-fn indent_table(s: &str) -> String {
-    s.lines().map(|l| format!("  {l}\n")).collect()
 }
