@@ -1,7 +1,7 @@
 //! `heatmesh`: the process-heat mesh. Runs the mesh (`up`, `demo`), talks to a running one
 //! (`submit`, `task`, `tasks`, `agents`, `plants`, `nodes`), runs calculations directly
-//! (`calc`), runs the GL-001 heat-distribution optimizer (`optimize`) and measures it
-//! (`bench`).
+//! (`calc`), runs the GL-001 heat-distribution optimizer (`optimize`), measures it
+//! (`bench`) and rehearses failures (`drill`).
 
 mod cli;
 
@@ -73,6 +73,9 @@ enum Command {
     Optimize(cli::optimize::OptimizeArgs),
     /// Drive the gRPC API on loopback and print throughput and latency figures.
     Bench(cli::bench::BenchArgs),
+    /// Failover drills: run drills/*.toml scenarios or seeded random fault timelines against
+    /// a mesh this command starts, and check the invariants (docs/drills.md).
+    Drill(cli::drill::DrillArgs),
 }
 
 fn init_logging(format: LogFormat, filter: Option<&str>, default: &str) {
@@ -91,6 +94,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
         Command::Up(_) | Command::Master(_) | Command::Node(_) => "info",
+        // The drilled mesh runs in this process; its expected warnings (nodes lost, agents
+        // panicking) would drown the report.
+        Command::Drill(_) => "off",
         _ => "warn",
     };
     init_logging(cli.log_format, cli.log.as_deref(), default_level);
@@ -126,6 +132,7 @@ fn main() -> ExitCode {
             Command::Calc(a) => cli::calc::run(a),
             Command::Optimize(a) => cli::optimize::run(&addr, a).await,
             Command::Bench(a) => cli::bench::run(a).await,
+            Command::Drill(a) => cli::drill::run(a).await,
         }
     });
     match result {

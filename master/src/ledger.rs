@@ -135,7 +135,15 @@ impl Ledger {
             tx,
             events,
         };
-        let worker = ledger.clone();
+        // The committer holds no sender of its own queue: once every handle is gone the
+        // queue closes, the thread drains it and exits, and sled's file lock is released, so
+        // the same directory can be opened again in this process (in-process master crash
+        // drills).
+        let worker = Committer {
+            db: ledger.db.clone(),
+            log: ledger.log.clone(),
+            events: ledger.events.clone(),
+        };
         std::thread::Builder::new()
             .name("ledger-commit".into())
             .spawn(move || worker.commit_loop(rx))
@@ -166,7 +174,16 @@ impl Ledger {
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<TaskRecord>> {
         self.events.subscribe()
     }
+}
 
+/// The committer thread's share of the ledger.
+struct Committer {
+    db: sled::Db,
+    log: sled::Tree,
+    events: broadcast::Sender<Arc<TaskRecord>>,
+}
+
+impl Committer {
     fn commit_loop(self, mut rx: mpsc::UnboundedReceiver<Commit>) {
         let mut group: Vec<Commit> = Vec::with_capacity(1024);
         while let Some(first) = rx.blocking_recv() {
@@ -223,7 +240,9 @@ impl Ledger {
         self.log.apply_batch(batch)?;
         Ok(())
     }
+}
 
+impl Ledger {
     /// Reads one task.
     pub fn get(&self, id: u64) -> Result<Option<TaskRecord>, LedgerError> {
         match self.log.get(task_key(id))? {
@@ -269,6 +288,22 @@ impl Ledger {
             let (k, v) = kv?;
             decode(&k, &v)
         })
+    }
+
+    /// Every recorded placement: (plant, node, epoch), sorted by plant.
+    pub fn placements(&self) -> Result<Vec<(String, String, u64)>, LedgerError> {
+        self.log
+            .scan_prefix([b'P'])
+            .map(|kv| {
+                let (k, v) = kv?;
+                let j: serde_json::Value = decode(&k, &v)?;
+                Ok((
+                    String::from_utf8_lossy(&k[1..]).into_owned(),
+                    j["node"].as_str().unwrap_or_default().to_string(),
+                    j["epoch"].as_u64().unwrap_or(0),
+                ))
+            })
+            .collect()
     }
 
     /// The last recorded epoch of a plant (0 if never placed).

@@ -202,6 +202,19 @@ pub struct MasterArgs {
     pub local_node: Option<Arc<dyn NodeLink>>,
     /// Start with dispatch held.
     pub paused: bool,
+    /// Deliberate defects for proving the drill checker (test builds only).
+    #[cfg(feature = "planted-bugs")]
+    pub planted: PlantedBugs,
+}
+
+/// Deliberate defects that the drill checker must catch. Compiled only with the
+/// `planted-bugs` feature; every switch is off unless a drill turns it on.
+#[cfg(feature = "planted-bugs")]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlantedBugs {
+    /// Accept a result for any unfinished task, whatever attempt and epoch produced it:
+    /// breaks fencing (a partitioned node's late result is committed).
+    pub accept_stale_results: bool,
 }
 
 struct Active {
@@ -254,6 +267,8 @@ pub struct MasterState {
     deadlines: BTreeSet<(u64, u64)>,
     leases: BTreeSet<(Instant, u64, u32)>,
     counts: HashMap<Status, i64>,
+    #[cfg(feature = "planted-bugs")]
+    planted: PlantedBugs,
 }
 
 /// The GL-001 master actor.
@@ -288,6 +303,20 @@ impl MasterState {
     /// Applies a state change to an active task and journals it. Terminal tasks leave the
     /// active set. `done` runs once the change is durable.
     fn transition(&mut self, id: u64, to: Status, detail: String, done: Option<Callback>) {
+        self.transition_by(id, to, detail, done, None);
+    }
+
+    /// [`Self::transition`] that journals the (attempt, epoch) which produced the change
+    /// (a result) instead of the task's current one. They are equal whenever fencing works;
+    /// keeping the producer's in the journal lets an audit prove it.
+    fn transition_by(
+        &mut self,
+        id: u64,
+        to: Status,
+        detail: String,
+        done: Option<Callback>,
+        produced_by: Option<(u32, u64)>,
+    ) {
         let Some(t) = self.active.get_mut(&id) else {
             return;
         };
@@ -297,12 +326,13 @@ impl MasterState {
         t.rec.status = to;
         t.rec.updated_us = now;
         t.rec.seq = self.seq;
+        let (attempt, epoch) = produced_by.unwrap_or((t.rec.attempt, t.rec.epoch));
         let entry = Transition {
             from: Some(from),
             to,
             at_us: now,
-            attempt: t.rec.attempt,
-            epoch: t.rec.epoch,
+            attempt,
+            epoch,
             node: t.rec.node.clone(),
             detail,
         };
@@ -502,6 +532,13 @@ impl MasterState {
         let current = self.active.get(&task_id).is_some_and(|t| {
             t.rec.status == Status::Dispatched && t.rec.attempt == attempt && t.rec.epoch == epoch
         });
+        #[cfg(feature = "planted-bugs")]
+        let current = current
+            || (self.planted.accept_stale_results
+                && self
+                    .active
+                    .get(&task_id)
+                    .is_some_and(|t| !t.rec.status.is_terminal()));
         if !current {
             metrics::counter!("heatmesh_stale_results_total").increment(1);
             tracing::debug!(task_id, attempt, epoch, "stale result rejected");
@@ -520,11 +557,12 @@ impl MasterState {
                 if let Some(a) = self.agents.get_mut(&key) {
                     a.completed += 1;
                 }
-                self.transition(
+                self.transition_by(
                     task_id,
                     Status::Completed,
                     format!("completed by {agent}"),
                     None,
+                    Some((attempt, epoch)),
                 );
             }
             Outcome::Failed { error, retryable } => self.attempt_failed(task_id, error, retryable),
@@ -1242,6 +1280,8 @@ impl Actor for Master {
             deadlines: BTreeSet::new(),
             leases: BTreeSet::new(),
             counts: HashMap::new(),
+            #[cfg(feature = "planted-bugs")]
+            planted: args.planted,
             cfg: args.config,
         };
         for spec in st.cfg.plants.clone() {

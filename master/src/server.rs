@@ -64,6 +64,9 @@ pub struct StartOptions {
     pub paused: bool,
     /// Run no plants in this process: place them only on attached nodes (`heatmesh master`).
     pub remote_only: bool,
+    /// Deliberate defects for proving the drill checker (test builds only).
+    #[cfg(feature = "planted-bugs")]
+    pub planted: crate::scheduler::PlantedBugs,
 }
 
 /// A mesh running in this process.
@@ -74,6 +77,7 @@ pub struct RunningMesh {
     pub metrics_addr: Option<SocketAddr>,
     master: ActorRef<MasterMsg>,
     node: Arc<LocalNode>,
+    node_server: NodeServer,
     ledger: Ledger,
     stop: Vec<oneshot::Sender<()>>,
     servers: Vec<JoinHandle<()>>,
@@ -135,6 +139,8 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningMesh, St
             ledger: ledger.clone(),
             local_node: (!opts.remote_only).then(|| node.clone() as Arc<dyn NodeLink>),
             paused: opts.paused,
+            #[cfg(feature = "planted-bugs")]
+            planted: opts.planted,
         },
     )
     .await
@@ -198,7 +204,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningMesh, St
             MeshServiceServer::new(api.clone()).max_decoding_message_size(MAX_DECODE_BYTES),
         )
         .add_service(
-            NodeServiceServer::new(node_server).max_decoding_message_size(MAX_DECODE_BYTES),
+            NodeServiceServer::new(node_server.clone()).max_decoding_message_size(MAX_DECODE_BYTES),
         )
         .add_service(
             OptimizationServiceServer::new(OptimizerApi::new(api.clone()))
@@ -246,6 +252,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningMesh, St
         metrics_addr,
         master,
         node,
+        node_server,
         ledger,
         stop,
         servers,
@@ -348,6 +355,30 @@ impl RunningMesh {
     /// The master actor (library-level control: pause, snapshot).
     pub fn master(&self) -> &ActorRef<MasterMsg> {
         &self.master
+    }
+
+    /// The ledger (reads; only the master actor writes).
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// The master's side of the node protocol, for transports other than its gRPC port
+    /// (the in-process drill mesh attaches simulated nodes through it).
+    pub fn node_server(&self) -> &NodeServer {
+        &self.node_server
+    }
+
+    /// Stops the master the way a crash does: the actors go at once and nothing is flushed
+    /// beyond what the ledger already made durable. Client connections are told to go away
+    /// (HTTP/2 GOAWAY) rather than left open on a dead master, so clients reconnect to the
+    /// next incarnation. Node sessions served through [`Self::node_server`] are the
+    /// caller's to cut.
+    pub fn crash(self) {
+        for s in self.stop {
+            let _ = s.send(());
+        }
+        self.master.stop(None);
+        self.node.shutdown();
     }
 
     /// Holds or resumes dispatching.

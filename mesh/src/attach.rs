@@ -6,7 +6,7 @@
 //! it has re-placed those plants under new epochs and rejects the old reports as stale.
 
 use crate::wire::{event_to_frame, frame_to_assignment};
-use crate::{LocalNode, MeshError, NodeLink, PlantLink};
+use crate::{BoxFuture, LocalNode, MeshError, NodeLink, PlantLink};
 use heatmesh_agents::{EventSink, Outcome, PlantEvent, PlantSpec};
 use heatmesh_proto::v1 as pb;
 use pb::master_frame::Frame as Down;
@@ -15,7 +15,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tonic::Code;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Code, Status};
 
 /// Reports kept while disconnected; beyond this the oldest are dropped (and counted).
 const OUTBOX_LIMIT: usize = 100_000;
@@ -39,6 +41,58 @@ pub struct NodeOptions {
     pub reconnect_max: Duration,
     /// Bound on connecting and on the master's answer to attach.
     pub connect_timeout: Duration,
+}
+
+/// Frames from the master, in order; an `Err` ends the session.
+pub type MasterStream =
+    std::pin::Pin<Box<dyn Stream<Item = Result<pb::MasterFrame, Status>> + Send>>;
+
+/// How a node reaches its master: over gRPC in production ([`GrpcDialer`]), over a
+/// simulated link in in-process drills. Everything above the dial (hello, heartbeats,
+/// reconnection, the outbox) is the same code either way.
+pub trait Dialer: Send + Sync {
+    /// Opens an attach stream carrying `up` to the master and returns the master's frames.
+    /// Refusals keep the master's status code (UNAUTHENTICATED for a wrong cookie).
+    fn dial(
+        &self,
+        up: UnboundedReceiverStream<pb::NodeFrame>,
+    ) -> BoxFuture<'_, Result<MasterStream, Status>>;
+}
+
+/// Dials the master's NodeService over gRPC, with HTTP/2 keepalive so a dead path is
+/// noticed even when the master has nothing to send.
+#[derive(Debug, Clone)]
+pub struct GrpcDialer {
+    /// The master's gRPC URI, e.g. `http://127.0.0.1:7400`.
+    pub master: String,
+    /// Bound on connecting and on the master's answer to attach.
+    pub connect_timeout: Duration,
+}
+
+impl Dialer for GrpcDialer {
+    fn dial(
+        &self,
+        up: UnboundedReceiverStream<pb::NodeFrame>,
+    ) -> BoxFuture<'_, Result<MasterStream, Status>> {
+        Box::pin(async move {
+            let endpoint = tonic::transport::Channel::from_shared(self.master.clone())
+                .map_err(|e| Status::invalid_argument(format!("invalid master address: {e}")))?
+                .connect_timeout(self.connect_timeout)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_millis(500))
+                .keep_alive_timeout(Duration::from_secs(1))
+                .keep_alive_while_idle(true);
+            let channel = tokio::time::timeout(self.connect_timeout, endpoint.connect())
+                .await
+                .map_err(|_| Status::unavailable("connect timed out"))?
+                .map_err(|e| Status::unavailable(format!("connect: {e}")))?;
+            let mut client = pb::node_service_client::NodeServiceClient::new(channel);
+            let resp = tokio::time::timeout(self.connect_timeout, client.attach(up))
+                .await
+                .map_err(|_| Status::unavailable("attach timed out"))??;
+            Ok(Box::pin(resp.into_inner()) as MasterStream)
+        })
+    }
 }
 
 /// Frames for the master: sent at once while attached, kept while not.
@@ -167,11 +221,25 @@ impl Session<'_> {
     }
 }
 
-/// Runs the node until `stop` resolves: attaches, serves, and reattaches with backoff.
-/// Returns an error only when the master refuses the node for good.
+/// Runs the node until `stop` resolves: attaches over gRPC, serves, and reattaches with
+/// backoff. Returns an error only when the master refuses the node for good.
 pub async fn run(
     opts: NodeOptions,
     local: LocalNode,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), AttachError> {
+    let dialer = GrpcDialer {
+        master: opts.master.clone(),
+        connect_timeout: opts.connect_timeout,
+    };
+    run_with(opts, local, &dialer, stop).await
+}
+
+/// [`run`] over any [`Dialer`].
+pub async fn run_with(
+    opts: NodeOptions,
+    local: LocalNode,
+    dialer: &dyn Dialer,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), AttachError> {
     let uplink = Arc::new(Mutex::new(Uplink::default()));
@@ -189,7 +257,7 @@ pub async fn run(
     tokio::pin!(stop);
     loop {
         let attached = tokio::select! {
-            r = attach_once(&opts, &local, &mut plants, &sink, &uplink) => r,
+            r = attach_once(&opts, dialer, &local, &mut plants, &sink, &uplink) => r,
             _ = &mut stop => return Ok(()),
         };
         match attached {
@@ -218,6 +286,7 @@ pub async fn run(
 /// One session: returns why it ended, or an error if it could not start.
 async fn attach_once(
     opts: &NodeOptions,
+    dialer: &dyn Dialer,
     local: &LocalNode,
     plants: &mut HashMap<String, (u64, Arc<dyn PlantLink>)>,
     sink: &EventSink,
@@ -227,18 +296,6 @@ async fn attach_once(
         node: opts.master.clone(),
         reason,
     };
-    let endpoint = tonic::transport::Channel::from_shared(opts.master.clone())
-        .map_err(|e| unavailable(format!("refused: invalid master address: {e}")))?
-        .connect_timeout(opts.connect_timeout)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_millis(500))
-        .keep_alive_timeout(Duration::from_secs(1))
-        .keep_alive_while_idle(true);
-    let channel = tokio::time::timeout(opts.connect_timeout, endpoint.connect())
-        .await
-        .map_err(|_| unavailable("connect timed out".into()))?
-        .map_err(|e| unavailable(format!("connect: {e}")))?;
-    let mut client = pb::node_service_client::NodeServiceClient::new(channel);
     let (tx, rx) = mpsc::unbounded_channel();
     let hello = pb::Hello {
         node_id: opts.node_id.clone(),
@@ -257,14 +314,8 @@ async fn attach_once(
     let _ = tx.send(pb::NodeFrame {
         frame: Some(Up::Hello(hello)),
     });
-    let resp = tokio::time::timeout(
-        opts.connect_timeout,
-        client.attach(tokio_stream::wrappers::UnboundedReceiverStream::new(rx)),
-    )
-    .await
-    .map_err(|_| unavailable("attach timed out".into()))?;
-    let mut down = match resp {
-        Ok(r) => r.into_inner(),
+    let mut down = match dialer.dial(UnboundedReceiverStream::new(rx)).await {
+        Ok(down) => down,
         Err(s)
             if matches!(
                 s.code(),
@@ -275,11 +326,11 @@ async fn attach_once(
         }
         Err(s) => return Err(unavailable(format!("attach: {}", s.message()))),
     };
-    let welcome = match tokio::time::timeout(opts.connect_timeout, down.message()).await {
-        Ok(Ok(Some(pb::MasterFrame {
+    let welcome = match tokio::time::timeout(opts.connect_timeout, down.next()).await {
+        Ok(Some(Ok(pb::MasterFrame {
             frame: Some(Down::Welcome(w)),
         }))) => w,
-        Ok(Err(s)) => return Err(unavailable(format!("attach: {}", s.message()))),
+        Ok(Some(Err(s))) => return Err(unavailable(format!("attach: {}", s.message()))),
         _ => return Err(unavailable("no welcome from the master".into())),
     };
     tracing::info!(node = %opts.node_id, node_epoch = welcome.node_epoch, "attached to master {}", opts.master);
@@ -299,7 +350,7 @@ async fn attach_once(
     };
     loop {
         tokio::select! {
-            msg = down.message() => match msg {
+            msg = down.next() => match msg.transpose() {
                 Ok(Some(pb::MasterFrame { frame: Some(f) })) => session.handle(f).await,
                 Ok(Some(_)) => {}
                 Ok(None) => return Ok("the master closed the session".into()),

@@ -6,7 +6,8 @@ use heatmesh_agents::{Assignment, EventSink, PlantMsg, PlantSpec};
 use ractor::{Actor, ActorRef};
 use std::sync::Arc;
 
-/// A node whose agent lives in this process.
+/// A node whose agent lives in this process. Clones share the agent.
+#[derive(Clone)]
 pub struct LocalNode {
     id: String,
     agent: ActorRef<NodeMsg>,
@@ -26,6 +27,14 @@ impl LocalNode {
                     reason: e.to_string(),
                 })?;
         Ok(LocalNode { id, agent, faults })
+    }
+
+    /// The plant incarnations running on this node: (plant, epoch), sorted by plant.
+    pub async fn running(&self) -> Result<Vec<(String, u64)>, MeshError> {
+        ractor::call!(self.agent, NodeMsg::Running).map_err(|e| MeshError::NodeUnavailable {
+            node: self.id.clone(),
+            reason: e.to_string(),
+        })
     }
 
     /// Stops the node agent and everything under it.

@@ -20,6 +20,8 @@ pub enum NodeMsg {
         /// Receives the supervisor or the reason it failed to start.
         reply: RpcReplyPort<Result<ActorRef<PlantMsg>, String>>,
     },
+    /// The plant incarnations running here: (plant, epoch), sorted by plant.
+    Running(RpcReplyPort<Vec<(String, u64)>>),
 }
 
 /// Start-up arguments of a node agent.
@@ -109,6 +111,15 @@ impl Actor for NodeAgent {
                     Err(e) => Err(e.to_string()),
                 };
                 let _ = reply.send(answer);
+            }
+            NodeMsg::Running(reply) => {
+                let mut running: Vec<(String, u64)> = st
+                    .plants
+                    .iter()
+                    .map(|(id, p)| (id.clone(), p.epoch))
+                    .collect();
+                running.sort();
+                let _ = reply.send(running);
             }
         }
         Ok(())

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 /// Version of the node protocol this build speaks.
@@ -99,6 +100,13 @@ fn same_secret(a: &str, b: &str) -> bool {
 }
 
 type FrameSender = mpsc::UnboundedSender<Result<pb::MasterFrame, Status>>;
+
+/// Frames from one node, however they travel (a gRPC stream, a simulated link).
+pub type NodeFrames = std::pin::Pin<Box<dyn Stream<Item = Result<pb::NodeFrame, Status>> + Send>>;
+
+/// Frames to one node, in order; an `Err` ends the session (the fence).
+pub type MasterFrames =
+    tokio_stream::wrappers::UnboundedReceiverStream<Result<pb::MasterFrame, Status>>;
 
 /// A node attached over the network, as the master sees it.
 #[derive(Clone)]
@@ -262,8 +270,7 @@ impl PlantLink for RemotePlant {
 
 #[tonic::async_trait]
 impl pb::node_service_server::NodeService for NodeServer {
-    type AttachStream =
-        tokio_stream::wrappers::UnboundedReceiverStream<Result<pb::MasterFrame, Status>>;
+    type AttachStream = MasterFrames;
 
     async fn attach(
         &self,
@@ -272,10 +279,24 @@ impl pb::node_service_server::NodeService for NodeServer {
         let peer = req
             .remote_addr()
             .map_or_else(|| "unknown".to_string(), |a| a.to_string());
-        let mut inbound = req.into_inner();
-        let first = tokio::time::timeout(Duration::from_secs(5), inbound.message())
+        let inbound: NodeFrames = Box::pin(req.into_inner());
+        self.accept(peer, inbound).await.map(Response::new)
+    }
+}
+
+impl NodeServer {
+    /// Runs the attach handshake on a node's frame stream (cookie, protocol, node epoch),
+    /// then serves the session in the background. The transport is the caller's: gRPC in
+    /// production, a simulated link in drills, so both run this same code.
+    pub async fn accept(
+        &self,
+        peer: String,
+        mut inbound: NodeFrames,
+    ) -> Result<MasterFrames, Status> {
+        let first = tokio::time::timeout(Duration::from_secs(5), inbound.next())
             .await
-            .map_err(|_| Status::deadline_exceeded("hello: not received within 5 s"))??;
+            .map_err(|_| Status::deadline_exceeded("hello: not received within 5 s"))?
+            .transpose()?;
         let Some(pb::NodeFrame {
             frame: Some(Up::Hello(hello)),
         }) = first
@@ -343,21 +364,19 @@ impl pb::node_service_server::NodeService for NodeServer {
         });
         let server = self.clone();
         tokio::spawn(async move { server.session(node, inbound).await });
-        Ok(Response::new(
-            tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
-        ))
+        Ok(tokio_stream::wrappers::UnboundedReceiverStream::new(rx))
     }
 }
 
 impl NodeServer {
     /// Reads one node's frames until its stream closes or its lease expires, then fences it.
-    async fn session(&self, node: RemoteNode, mut inbound: Streaming<pb::NodeFrame>) {
+    async fn session(&self, node: RemoteNode, mut inbound: NodeFrames) {
         let lease = self.settings.lease;
         let mut last = Instant::now();
         let mut check = tokio::time::interval(lease / 10);
         let reason = loop {
             tokio::select! {
-                msg = inbound.message() => match msg {
+                msg = inbound.next() => match msg.transpose() {
                     Ok(Some(pb::NodeFrame { frame: Some(frame) })) => {
                         last = Instant::now();
                         node.last_heartbeat_us.store(now_us(), Ordering::Relaxed);

@@ -25,6 +25,8 @@ pub struct Cluster {
     pub master: Option<Proc>,
     /// Node processes by id.
     pub nodes: HashMap<String, Proc>,
+    /// More `HEATMESH_*` settings for the master (drills: leases, attempts).
+    pub master_env: Vec<(String, String)>,
     bin: PathBuf,
 }
 
@@ -41,6 +43,7 @@ impl Cluster {
             dir,
             master: None,
             nodes: HashMap::new(),
+            master_env: Vec::new(),
             bin: bin.to_path_buf(),
         })
     }
@@ -52,7 +55,7 @@ impl Cluster {
 
     /// Starts (or restarts) the master on the same ports and data directory.
     pub fn start_master(&mut self) {
-        let env = vec![
+        let mut env = vec![
             (
                 "HEATMESH_CLUSTER__COOKIE_FILE".to_string(),
                 self.cookie.display().to_string(),
@@ -62,6 +65,7 @@ impl Cluster {
                 "5000".to_string(),
             ),
         ];
+        env.extend(self.master_env.iter().cloned());
         let args = master_args(self.grpc, self.metrics, &self.dir.path().join("data"));
         let log = self.log(&format!("master-{}", crate::process::free_port()));
         self.master =

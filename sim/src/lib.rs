@@ -1,9 +1,21 @@
-//! heatmesh-sim: the means to rehearse failures against a real mesh.
+//! heatmesh-sim: failover drills and load tests against a real mesh.
 //!
-//! [`proxy::BlackholeProxy`] sits on a TCP path (node to master) and can swallow traffic
-//! without closing the connection, which is what a partition or a hung peer looks like.
-//! [`process`] starts `heatmesh` processes on loopback and kills them with SIGKILL.
+//! A drill ([`drill::run`]) plays a [`scenario::Scenario`] (mesh shape, workload, fault
+//! timeline, expectations) against a [`harness::DrillMesh`], then judges the invariants of
+//! [`check`]. Two meshes implement it: [`harness::InProcMesh`] runs master and nodes in this
+//! process with the node protocol over the simulated network of [`net`] (fast, for many
+//! seeds), and [`multiproc::ProcMesh`] runs real processes on loopback, with kill -9 and the
+//! fault-injecting TCP proxy of [`proxy`]. [`process`] and [`cluster`] start and stop those
+//! processes.
 
+pub mod check;
 pub mod cluster;
+pub mod drill;
+pub mod harness;
+pub mod multiproc;
+pub mod net;
 pub mod process;
 pub mod proxy;
+pub mod rng;
+pub mod scenario;
+pub mod workload;

@@ -1,20 +1,23 @@
-//! A TCP proxy that can black-hole its traffic.
+//! A TCP proxy that can black-hole, one way or both, and delay its traffic.
 //!
-//! Healthy, it forwards bytes both ways. Black-holed, it stops reading from either side, so
+//! Healthy, it forwards bytes both ways. Black-holed, it stops reading from the cut side, so
 //! nothing arrives and nothing is closed: senders see their data accepted by the kernel and
 //! then silence, as in a real partition. Healing resumes forwarding of whatever was held;
-//! connections opened during the partition are held too.
+//! connections opened during the partition are held too. Delay and jitter postpone each
+//! chunk (order kept), like a slow or congested path.
 
+use crate::net::LinkFaults;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 /// A running proxy; dropping it stops accepting (open connections end with their peers).
 pub struct BlackholeProxy {
     addr: SocketAddr,
-    blackhole: watch::Sender<bool>,
+    faults: watch::Sender<LinkFaults>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -23,27 +26,28 @@ impl BlackholeProxy {
     pub async fn start(target: SocketAddr) -> std::io::Result<BlackholeProxy> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let (blackhole, rx) = watch::channel(false);
+        let (faults, rx) = watch::channel(LinkFaults::default());
         let rx = Arc::new(rx);
         let task = tokio::spawn(async move {
+            let mut seed = addr.port() as u64;
             while let Ok((client, _)) = listener.accept().await {
                 let rx = (*rx).clone();
+                seed = seed.wrapping_add(1);
                 tokio::spawn(async move {
                     if let Ok(server) = TcpStream::connect(target).await {
                         let _ = client.set_nodelay(true);
                         let _ = server.set_nodelay(true);
                         let (cr, cw) = client.into_split();
                         let (sr, sw) = server.into_split();
-                        tokio::join!(pump(cr, sw, rx.clone()), pump(sr, cw, rx));
+                        tokio::join!(
+                            pump(cr, sw, rx.clone(), |f| f.up_cut, seed),
+                            pump(sr, cw, rx, |f| f.down_cut, !seed)
+                        );
                     }
                 });
             }
         });
-        Ok(BlackholeProxy {
-            addr,
-            blackhole,
-            task,
-        })
+        Ok(BlackholeProxy { addr, faults, task })
     }
 
     /// Where clients connect.
@@ -51,14 +55,28 @@ impl BlackholeProxy {
         self.addr
     }
 
-    /// Swallows traffic from now on (connections stay open).
+    /// Swallows traffic both ways from now on (connections stay open).
     pub fn partition(&self) {
-        let _ = self.blackhole.send(true);
+        self.set(LinkFaults {
+            up_cut: true,
+            down_cut: true,
+            ..LinkFaults::default()
+        });
     }
 
-    /// Forwards again, including what was held.
+    /// Forwards again, including what was held; clears delay and jitter.
     pub fn heal(&self) {
-        let _ = self.blackhole.send(false);
+        self.set(LinkFaults::default());
+    }
+
+    /// Sets the path's faults: `up_cut` holds client-to-target bytes, `down_cut` the reverse.
+    pub fn set(&self, f: LinkFaults) {
+        let _ = self.faults.send(f);
+    }
+
+    /// The path's faults now.
+    pub fn faults(&self) -> LinkFaults {
+        *self.faults.borrow()
     }
 }
 
@@ -68,37 +86,60 @@ impl Drop for BlackholeProxy {
     }
 }
 
-/// Copies one direction, pausing (not reading) while black-holed.
+/// Copies one direction: a reader stamps chunks as they arrive (not reading while cut), a
+/// writer releases each at arrival + delay + jitter, never before the previous one.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
-    mut blackhole: watch::Receiver<bool>,
+    mut faults: watch::Receiver<LinkFaults>,
+    cut: fn(&LinkFaults) -> bool,
+    mut seed: u64,
 ) {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        while *blackhole.borrow() {
-            if blackhole.changed().await.is_err() {
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
+    let mut held = faults.clone();
+    let reader = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            if faults.wait_for(|f| !cut(f)).await.is_err() {
                 return;
             }
-        }
-        tokio::select! {
-            n = from.read(&mut buf) => match n {
-                Ok(0) | Err(_) => { let _ = to.shutdown().await; return; }
-                Ok(n) => {
-                    // A partition that starts mid-copy holds these bytes until it heals.
-                    while *blackhole.borrow() {
-                        if blackhole.changed().await.is_err() {
+            tokio::select! {
+                n = from.read(&mut buf) => match n {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if tx.send((Instant::now(), buf[..n].to_vec())).is_err() {
                             return;
                         }
                     }
-                    if to.write_all(&buf[..n]).await.is_err() {
-                        return;
-                    }
-                }
-            },
-            _ = blackhole.changed() => {}
+                },
+                _ = faults.changed() => {}
+            }
         }
-    }
+    };
+    let writer = async move {
+        let mut last = Instant::now();
+        while let Some((arrived, chunk)) = rx.recv().await {
+            // A partition that starts mid-copy holds these bytes until it heals.
+            if held.wait_for(|f| !cut(f)).await.is_err() {
+                return;
+            }
+            let f = *held.borrow();
+            let jitter = if f.jitter.is_zero() {
+                Duration::ZERO
+            } else {
+                let r = crate::rng::splitmix(&mut seed);
+                Duration::from_micros(r % (f.jitter.as_micros() as u64 + 1))
+            };
+            let due = (arrived + f.delay + jitter).max(last);
+            last = due;
+            tokio::time::sleep_until(due.into()).await;
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = to.shutdown().await;
+    };
+    tokio::join!(reader, writer);
 }
 
 #[cfg(test)]
@@ -137,5 +178,53 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(&b, b"lost", "held bytes arrive after healing");
+    }
+
+    #[tokio::test]
+    async fn one_way_cut_and_delay() {
+        let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = echo.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = echo.accept().await.unwrap();
+            let mut b = [0u8; 16];
+            loop {
+                let n = s.read(&mut b).await.unwrap();
+                if n == 0 {
+                    return;
+                }
+                s.write_all(&b[..n]).await.unwrap();
+            }
+        });
+        let proxy = BlackholeProxy::start(target).await.unwrap();
+        let mut c = TcpStream::connect(proxy.addr()).await.unwrap();
+        let mut b = [0u8; 4];
+        // Replies cut: the request reaches the echo server, the echo is held.
+        proxy.set(LinkFaults {
+            down_cut: true,
+            ..LinkFaults::default()
+        });
+        c.write_all(b"half").await.unwrap();
+        let r = tokio::time::timeout(Duration::from_millis(300), c.read_exact(&mut b)).await;
+        assert!(r.is_err(), "the reply direction is cut");
+        proxy.heal();
+        tokio::time::timeout(Duration::from_secs(2), c.read_exact(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&b, b"half");
+        // 100 ms each way: the round trip takes at least 200 ms.
+        proxy.set(LinkFaults {
+            delay: Duration::from_millis(100),
+            ..LinkFaults::default()
+        });
+        let t = std::time::Instant::now();
+        c.write_all(b"slow").await.unwrap();
+        c.read_exact(&mut b).await.unwrap();
+        assert_eq!(&b, b"slow");
+        assert!(
+            t.elapsed() >= Duration::from_millis(200),
+            "{:?}",
+            t.elapsed()
+        );
     }
 }

@@ -1,0 +1,60 @@
+//! Every shipped drill (drills/*.toml) passes in-process, with the figures each one is about.
+
+use heatmesh_master::server::StartOptions;
+use heatmesh_sim::drill::{self, Report};
+use heatmesh_sim::harness::InProcMesh;
+use heatmesh_sim::scenario::Scenario;
+use heatmesh_sim::workload::Progress;
+use std::sync::Arc;
+
+async fn run(file: &str) -> Report {
+    let path = format!("{}/../drills/{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let s = Scenario::from_toml(&text).unwrap();
+    let opts = StartOptions {
+        remote_only: true,
+        ..Default::default()
+    };
+    let mesh = InProcMesh::start(&s, 1, opts).await.unwrap();
+    let r = drill::run(&s, 1, Box::new(mesh), Arc::new(Progress::default())).await;
+    let failed: Vec<_> = r.verdicts.iter().filter(|v| !v.ok).collect();
+    assert!(
+        r.passed,
+        "{file}: error {:?}, faults {:?}, failed verdicts {failed:#?}",
+        r.error, r.faults
+    );
+    assert!(r.tasks.acked > 100, "{file}: {:?}", r.tasks);
+    assert_eq!(r.tasks.acked, r.tasks.completed + r.tasks.failed, "{file}");
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shipped_drills_pass_in_process() {
+    let r = run("plant-node-loss.toml").await;
+    // The node's in-flight work was orphaned and re-dispatched.
+    assert!(
+        r.tasks.orphaned > 0 || r.faults[0].detected_ms.is_none(),
+        "{:?}",
+        r.tasks
+    );
+    assert_eq!(r.tasks.failed, 0);
+
+    let r = run("master-crash.toml").await;
+    assert_eq!(r.tasks.failed, 0);
+    assert!(r.faults[0].recovered_ms.is_some(), "{:?}", r.faults);
+
+    let r = run("partition-heal.toml").await;
+    assert!(r.tasks.stale_rejected.unwrap() >= 1, "{:?}", r.tasks);
+    let d = r.faults.iter().find(|f| f.action == "partition").unwrap();
+    let detected = d.detected_ms.expect("the partition was detected");
+    // Lease 600 ms: fenced after the lease, within 1.5 x lease + slack.
+    assert!((500.0..2_400.0).contains(&detected), "{detected}");
+
+    let r = run("agent-crash-loop.toml").await;
+    assert!(r.plant_escalations.unwrap() >= 1);
+    assert!(r.tasks.retried > 0, "{:?}", r.tasks);
+
+    let r = run("rolling-restart.toml").await;
+    assert_eq!(r.faults.len(), 4);
+    assert_eq!(r.tasks.failed, 0);
+}
