@@ -49,7 +49,11 @@ fn scripted_drills_pass_on_real_processes() {
     assert!(kill["recovered_ms"].as_f64().is_some(), "{kill}");
 
     let r = drill("master-crash.toml");
-    assert!(r["faults"][0]["recovered_ms"].as_f64().is_some(), "{}", r["faults"]);
+    assert!(
+        r["faults"][0]["recovered_ms"].as_f64().is_some(),
+        "{}",
+        r["faults"]
+    );
 
     let r = drill("partition-heal.toml");
     let part = r["faults"]
