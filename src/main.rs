@@ -73,6 +73,9 @@ enum Command {
     Optimize(cli::optimize::OptimizeArgs),
     /// Drive the gRPC API on loopback and print throughput and latency figures.
     Bench(cli::bench::BenchArgs),
+    /// Run a load-test scenario (the predecessor's JSON format) against a mesh of real
+    /// processes it starts (or `--master`): rates, latencies, CPU, memory and a verdict.
+    Loadtest(cli::loadtest::LoadtestArgs),
 }
 
 fn init_logging(format: LogFormat, filter: Option<&str>, default: &str) {
@@ -126,6 +129,7 @@ fn main() -> ExitCode {
             Command::Calc(a) => cli::calc::run(a),
             Command::Optimize(a) => cli::optimize::run(&addr, a).await,
             Command::Bench(a) => cli::bench::run(a).await,
+            Command::Loadtest(a) => cli::loadtest::run_cli(a).await,
         }
     });
     match result {

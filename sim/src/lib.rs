@@ -5,5 +5,6 @@
 //! [`process`] starts `heatmesh` processes on loopback and kills them with SIGKILL.
 
 pub mod cluster;
+pub mod loadtest;
 pub mod process;
 pub mod proxy;

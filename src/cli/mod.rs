@@ -6,6 +6,7 @@ pub mod bench_cluster;
 pub mod calc;
 pub mod client;
 pub mod demo;
+pub mod loadtest;
 pub mod mesh;
 pub mod node;
 pub mod optimize;
