@@ -146,6 +146,7 @@ fn smoke_scenario_against_real_processes() {
     assert!(u(p, "master.samples") >= 5);
     assert!(p["exited"].as_array().unwrap().is_empty());
     assert!(u(p, "ledger_bytes") > 0);
+    assert!(f(p, "machine.cpu_pct_mean") > 0.0 && f(p, "machine.mem_used_mib_peak") > 0.0);
 
     let checks = r["verdict"]["checks"].as_array().unwrap();
     assert_eq!(checks.len(), 3);

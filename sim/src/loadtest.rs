@@ -18,8 +18,8 @@ mod run;
 
 pub use fleet::{FleetPlant, GeneratedFleet, generate_fleet, plant_kinds};
 pub use report::{
-    Check, CoordinationReport, KindFigures, Latency, MeshInfo, OptimizationReport, ProcFigures,
-    ProcessReport, Report, SetpointReport, Verdict,
+    Check, CoordinationReport, KindFigures, Latency, MachineFigures, MeshInfo, OptimizationReport,
+    ProcFigures, ProcessReport, Report, SetpointReport, Verdict,
 };
 pub use run::{Event, Progress, RunOptions, run};
 

@@ -193,6 +193,20 @@ pub struct ProcFigures {
     pub samples: usize,
 }
 
+/// The whole machine over the load window: the mesh and the load generator share it with
+/// whatever else runs there.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct MachineFigures {
+    /// Busy CPU time of all cores over wall time, percent of one core.
+    pub cpu_pct_mean: f64,
+    /// Highest one-second figure.
+    pub cpu_pct_peak: f64,
+    /// Busy CPU of everything but the mesh and this load generator, percent of one core.
+    pub other_cpu_pct_mean: f64,
+    /// Highest memory in use (MemTotal - MemAvailable), MiB.
+    pub mem_used_mib_peak: f64,
+}
+
 /// Process figures of the mesh and of the load generator itself.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ProcessReport {
@@ -202,6 +216,8 @@ pub struct ProcessReport {
     pub nodes: Option<ProcFigures>,
     /// This load generator (it shares the machine with the mesh).
     pub loadtest: Option<ProcFigures>,
+    /// The whole machine.
+    pub machine: Option<MachineFigures>,
     /// CPU cores of the machine.
     pub cores: usize,
     /// Memory of the machine, MiB.
@@ -511,6 +527,13 @@ impl Report {
         .flatten()
         {
             let _ = writeln!(s, "{line}");
+        }
+        if let Some(m) = &p.machine {
+            let _ = writeln!(
+                s,
+                "  machine   CPU {:.1} % mean, {:.1} % peak (all cores; {:.1} % by other processes); memory in use {:.0} MiB peak",
+                m.cpu_pct_mean, m.cpu_pct_peak, m.other_cpu_pct_mean, m.mem_used_mib_peak
+            );
         }
         if let Some(b) = p.ledger_bytes {
             let _ = writeln!(

@@ -3,8 +3,8 @@
 
 use super::procstat::{self, Sample};
 use super::report::{
-    CoordinationReport, KindFigures, Latency, MeshInfo, OptimizationReport, ProcFigures,
-    ProcessReport, Report, SetpointReport, Verdict,
+    CoordinationReport, KindFigures, Latency, MachineFigures, MeshInfo, OptimizationReport,
+    ProcFigures, ProcessReport, Report, SetpointReport, Verdict,
 };
 use super::{LoadtestError, RateSchedule, Scenario, generate_fleet};
 use crate::process::{Proc, loopback, node_args};
@@ -1091,6 +1091,24 @@ struct ProcSeries {
     master: Series,
     nodes: Series,
     me: Series,
+    machine: Series,
+}
+
+impl ProcSeries {
+    fn machine(&self) -> Option<MachineFigures> {
+        let m = self.machine.figures(None)?;
+        let mine: f64 = [&self.master, &self.nodes, &self.me]
+            .iter()
+            .filter_map(|s| s.figures(None))
+            .map(|f| f.cpu_pct_mean)
+            .sum();
+        Some(MachineFigures {
+            cpu_pct_mean: m.cpu_pct_mean,
+            cpu_pct_peak: m.cpu_pct_peak,
+            other_cpu_pct_mean: (m.cpu_pct_mean - mine).max(0.0),
+            mem_used_mib_peak: m.rss_mib_peak,
+        })
+    }
 }
 
 /// Samples CPU and RSS once a second until `stop`, and once more then, so the window ends
@@ -1111,6 +1129,8 @@ async fn sample_processes(
         let ns: Vec<Sample> = nodes.iter().filter_map(|p| procstat::sample(*p)).collect();
         out.nodes.push(at, &ns);
         out.me.push(at, &one(me));
+        out.machine
+            .push(at, &procstat::machine().into_iter().collect::<Vec<_>>());
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
@@ -1313,6 +1333,7 @@ pub async fn run(
             .as_ref()
             .and_then(|_| series.nodes.figures(mem_total)),
         loadtest: series.me.figures(mem_total),
+        machine: series.machine(),
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         mem_total_mib: mem_total.map(|m| m as f64 / 1048576.0),
         exited,
@@ -1327,10 +1348,11 @@ pub async fn run(
             mut nodes,
             ..
         } = st;
+        // Master first, so it does not re-place the plants of nodes going away.
+        master.kill9();
         for n in &mut nodes {
             n.kill9();
         }
-        master.kill9();
         if opts.keep_logs {
             logs = Some(dir.keep().display().to_string());
         }
