@@ -187,6 +187,10 @@ pub struct ProcFigures {
     pub rss_mib_mean: f64,
     /// Highest resident set, MiB.
     pub rss_mib_peak: f64,
+    /// Resident set at the start and at the end of the window, MiB: growth shows here.
+    pub rss_mib_start: f64,
+    /// See `rss_mib_start`.
+    pub rss_mib_end: f64,
     /// Highest resident set as a percentage of the machine's memory.
     pub memory_pct_peak: f64,
     /// One-second samples taken.
@@ -354,12 +358,14 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 fn proc_line(name: &str, p: &Option<ProcFigures>) -> Option<String> {
     let p = p.as_ref()?;
     Some(format!(
-        "  {name:<9} CPU {:.1} % mean, {:.1} % peak (of one core); RSS {:.1} MiB mean, {:.1} MiB peak ({:.2} % of memory){}",
+        "  {name:<9} CPU {:.1} % mean, {:.1} % peak (of one core); RSS {:.1} MiB mean, {:.1} MiB peak ({:.2} % of memory), {:.1} -> {:.1} MiB start to end{}",
         p.cpu_pct_mean,
         p.cpu_pct_peak,
         p.rss_mib_mean,
         p.rss_mib_peak,
         p.memory_pct_peak,
+        p.rss_mib_start,
+        p.rss_mib_end,
         if p.processes > 1 {
             format!(", {} processes", p.processes)
         } else {

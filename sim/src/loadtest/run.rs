@@ -1078,6 +1078,8 @@ impl Series {
             cpu_pct_peak: cpu_peak,
             rss_mib_mean: mib(mean_rss),
             rss_mib_peak: mib(peak_rss as f64),
+            rss_mib_start: mib(first.2 as f64),
+            rss_mib_end: mib(last.2 as f64),
             memory_pct_peak: mem_total
                 .filter(|m| *m > 0)
                 .map_or(0.0, |m| peak_rss as f64 / m as f64 * 100.0),
@@ -1458,6 +1460,7 @@ mod tests {
         assert!((f.rss_mib_mean - 20.0).abs() < 1e-9);
         assert!((f.rss_mib_peak - 30.0).abs() < 1e-9);
         assert!((f.memory_pct_peak - 30.0).abs() < 1e-9);
+        assert_eq!((f.rss_mib_start, f.rss_mib_end), (10.0, 20.0));
         assert_eq!((f.samples, f.processes), (3, 1));
     }
 }
