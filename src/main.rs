@@ -76,6 +76,9 @@ enum Command {
     /// Failover drills: run drills/*.toml scenarios or seeded random fault timelines against
     /// a mesh this command starts, and check the invariants (docs/drills.md).
     Drill(cli::drill::DrillArgs),
+    /// Run a load-test scenario (the predecessor's JSON format) against a mesh of real
+    /// processes it starts (or `--master`): rates, latencies, CPU, memory and a verdict.
+    Loadtest(cli::loadtest::LoadtestArgs),
 }
 
 fn init_logging(format: LogFormat, filter: Option<&str>, default: &str) {
@@ -133,6 +136,7 @@ fn main() -> ExitCode {
             Command::Optimize(a) => cli::optimize::run(&addr, a).await,
             Command::Bench(a) => cli::bench::run(a).await,
             Command::Drill(a) => cli::drill::run(a).await,
+            Command::Loadtest(a) => cli::loadtest::run_cli(a).await,
         }
     });
     match result {

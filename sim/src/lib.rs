@@ -6,13 +6,14 @@
 //! process with the node protocol over the simulated network of [`net`] (fast, for many
 //! seeds), and [`multiproc::ProcMesh`] runs real processes on loopback, with kill -9 and the
 //! fault-injecting TCP proxy of [`proxy`]. [`process`] and [`cluster`] start and stop those
-//! processes.
+//! processes. [`loadtest`] runs the predecessor's load-test scenario (`heatmesh loadtest`).
 
 pub mod check;
 pub mod cluster;
 pub mod drill;
 pub mod harness;
 pub mod multiproc;
+pub mod loadtest;
 pub mod net;
 pub mod process;
 pub mod proxy;

@@ -56,6 +56,11 @@ impl Proc {
         }
     }
 
+    /// The OS process id, while this handle owns the child (for /proc sampling).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// The exit status if it has exited.
     pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
         self.child

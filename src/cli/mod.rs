@@ -7,6 +7,7 @@ pub mod calc;
 pub mod client;
 pub mod demo;
 pub mod drill;
+pub mod loadtest;
 pub mod mesh;
 pub mod node;
 pub mod optimize;
