@@ -125,6 +125,31 @@ pub struct Report {
     pub error: Option<String>,
 }
 
+impl Report {
+    /// An empty report, not passed, for a drill about to run.
+    pub fn new(scenario: &str, seed: u64, mode: &str) -> Report {
+        Report {
+            scenario: scenario.to_string(),
+            seed,
+            mode: mode.to_string(),
+            wall_s: 0.0,
+            faults: Vec::new(),
+            detection_ms: Spread::default(),
+            recovery_ms: Spread::default(),
+            tasks: Tasks::default(),
+            latency_in_fault_ms: Spread::default(),
+            latency_outside_fault_ms: Spread::default(),
+            optimizations_ok: 0,
+            optimizations_failed: 0,
+            optimization_ms: Spread::default(),
+            plant_escalations: None,
+            verdicts: Vec::new(),
+            passed: false,
+            error: None,
+        }
+    }
+}
+
 /// Runs `s` against `mesh`; `progress` receives live counters.
 pub async fn run(
     s: &Scenario,
@@ -133,25 +158,7 @@ pub async fn run(
     progress: Arc<Progress>,
 ) -> Report {
     let started = Instant::now();
-    let mut report = Report {
-        scenario: s.name.clone(),
-        seed,
-        mode: mesh.mode().to_string(),
-        wall_s: 0.0,
-        faults: Vec::new(),
-        detection_ms: Spread::default(),
-        recovery_ms: Spread::default(),
-        tasks: Tasks::default(),
-        latency_in_fault_ms: Spread::default(),
-        latency_outside_fault_ms: Spread::default(),
-        optimizations_ok: 0,
-        optimizations_failed: 0,
-        optimization_ms: Spread::default(),
-        plant_escalations: None,
-        verdicts: Vec::new(),
-        passed: false,
-        error: None,
-    };
+    let mut report = Report::new(&s.name, seed, mesh.mode());
     if let Err(e) = judge(s, seed, mesh.as_mut(), progress, &mut report).await {
         report.error = Some(e);
         report.passed = false;

@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 
-/// The example request of each calculation kind (examples/calc/), sent as JSON.
+/// The shipped example request of each agent kind (examples/calc/), sent as JSON.
 pub fn example_payload(kind: &str) -> Option<&'static str> {
     Some(match kind {
+        "GL-001" => include_str!("../../examples/calc/gl-001.json"),
         "GL-002" => include_str!("../../examples/calc/gl-002.json"),
         "GL-003" => include_str!("../../examples/calc/gl-003.json"),
         "GL-004" => include_str!("../../examples/calc/gl-004.json"),
@@ -159,7 +160,10 @@ fn task_choices(w: &Workload, plants: &[(String, Vec<String>)]) -> Vec<(String, 
     let mut out = Vec::new();
     for (plant, kinds) in plants {
         for k in kinds {
-            if example_payload(k).is_none() {
+            // Setpoint consumers take the optimizer's setpoints, not client load.
+            let setpoints =
+                heatmesh_agents::registry::lookup(k).is_none_or(|a| a.accepts_setpoints);
+            if setpoints || example_payload(k).is_none() {
                 continue;
             }
             let weight = if w.mix.is_empty() {
@@ -178,23 +182,17 @@ fn task_choices(w: &Workload, plants: &[(String, Vec<String>)]) -> Vec<(String, 
     out
 }
 
-/// When the n-th task is sent, from the start: the integral of a rate that ramps linearly
-/// to `rate` over `ramp_up_ms` and then holds. None when the rate is zero.
+/// When the n-th task (0-based) is sent, from the start: the rate ramps linearly to `rate`
+/// over `ramp_up_ms` and then holds (the load test's schedule). None when the rate is zero or
+/// the task falls past the workload's duration.
 pub fn nth_send(w: &Workload, n: u64) -> Option<Duration> {
-    if w.rate <= 0.0 {
-        return None;
+    crate::loadtest::RateSchedule {
+        target_per_s: w.rate,
+        ramp_s: w.ramp_up_ms as f64 / 1000.0,
+        duration_s: w.duration_ms as f64 / 1000.0,
     }
-    let r = w.rate;
-    let ramp = w.ramp_up_ms as f64 / 1000.0;
-    let k = n as f64 + 1.0;
-    // Tasks sent during the ramp: r * ramp / 2.
-    let in_ramp = r * ramp / 2.0;
-    let t = if ramp > 0.0 && k <= in_ramp {
-        (2.0 * k * ramp / r).sqrt()
-    } else {
-        ramp + (k - in_ramp) / r
-    };
-    Some(Duration::from_secs_f64(t))
+    .time_of(n + 1)
+    .map(Duration::from_secs_f64)
 }
 
 async fn submit(ch: Channel, key: String, plant: String, kind: String, until: Instant) -> Sent {

@@ -404,23 +404,8 @@ async fn random(a: &DrillArgs, opts: StartOptions) -> anyhow::Result<()> {
 
 fn failed_start(s: &Scenario, seed: u64, e: String) -> Report {
     Report {
-        scenario: s.name.clone(),
-        seed,
-        mode: "in-process".into(),
-        wall_s: 0.0,
-        faults: Vec::new(),
-        detection_ms: Spread::default(),
-        recovery_ms: Spread::default(),
-        tasks: Default::default(),
-        latency_in_fault_ms: Spread::default(),
-        latency_outside_fault_ms: Spread::default(),
-        optimizations_ok: 0,
-        optimizations_failed: 0,
-        optimization_ms: Spread::default(),
-        plant_escalations: None,
-        verdicts: Vec::new(),
-        passed: false,
         error: Some(format!("starting the mesh: {e}")),
+        ..Report::new(&s.name, seed, "in-process")
     }
 }
 

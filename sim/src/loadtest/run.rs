@@ -23,18 +23,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tonic::transport::Channel;
 
-/// The shipped example request of each kind (examples/calc/), sent as the task payload.
-const EXAMPLES: &[(&str, &str)] = &[
-    ("GL-001", include_str!("../../../examples/calc/gl-001.json")),
-    ("GL-002", include_str!("../../../examples/calc/gl-002.json")),
-    ("GL-003", include_str!("../../../examples/calc/gl-003.json")),
-    ("GL-004", include_str!("../../../examples/calc/gl-004.json")),
-    ("GL-006", include_str!("../../../examples/calc/gl-006.json")),
-    ("GL-009", include_str!("../../../examples/calc/gl-009.json")),
-    ("GL-012", include_str!("../../../examples/calc/gl-012.json")),
-    ("GL-014", include_str!("../../../examples/calc/gl-014.json")),
-];
-
 /// Errors kept verbatim in the report, per class.
 const ERROR_SAMPLES: usize = 5;
 /// A task open this long is looked up with GetTask in case the event feed missed it.
@@ -369,7 +357,7 @@ async fn discover(uri: &str, s: &Scenario) -> Result<Mesh, LoadtestError> {
             setpoints = true;
             continue;
         }
-        if let Some((_, payload)) = EXAMPLES.iter().find(|(k, _)| *k == kind.id) {
+        if let Some(payload) = crate::workload::example_payload(kind.id) {
             targets.push(Target {
                 plant: a.plant_id.clone(),
                 kind: kind.id,
@@ -1398,9 +1386,7 @@ mod tests {
     #[test]
     fn every_kind_has_an_example_that_validates() {
         for k in registry::KINDS {
-            let (_, payload) = EXAMPLES
-                .iter()
-                .find(|(id, _)| *id == k.id)
+            let payload = crate::workload::example_payload(k.id)
                 .unwrap_or_else(|| panic!("no example for {}", k.id));
             (k.validate_json)(payload.as_bytes()).unwrap();
         }
