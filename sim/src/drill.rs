@@ -369,6 +369,9 @@ fn watch_master(uri: String) -> (tokio::task::JoinHandle<()>, Views) {
             .connect_lazy();
         let mut c = pb::mesh_service_client::MeshServiceClient::new(ch);
         loop {
+            // Stamped when asked: the answer shows a state at least this recent, and the
+            // reply's own latency (the master busy recovering) does not count as detection.
+            let asked = workload::now_us();
             let nodes = c.list_nodes(pb::ListNodesRequest {}).await;
             let plants = c.list_plants(pb::ListPlantsRequest {}).await;
             if let (Ok(n), Ok(p)) = (nodes, plants) {
@@ -390,7 +393,7 @@ fn watch_master(uri: String) -> (tokio::task::JoinHandle<()>, Views) {
                 now.plants.sort();
                 let mut log = out.lock().unwrap_or_else(|e| e.into_inner());
                 if log.last().is_none_or(|(_, last)| *last != now) {
-                    log.push((workload::now_us(), now));
+                    log.push((asked, now));
                 }
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -419,11 +422,17 @@ fn time_from_view(faults: &mut [Injected], seen: &[(u64, Seen)]) {
                     .filter(|p| p.1 == node)
                     .map(|p| (p.0.clone(), p.2))
                     .collect();
+                // Whichever the view shows first: the node disconnected or back under a newer
+                // node epoch, or a plant it ran placed again (the master acted on the loss).
                 let detected = seen.iter().find(|(at, s)| {
                     *at >= f.at_us
-                        && s.nodes
+                        && (s
+                            .nodes
                             .iter()
                             .any(|n| n.0 == node && (!n.1 || n.2 > epoch0))
+                            || hosted
+                                .iter()
+                                .any(|(p, e)| s.plants.iter().any(|q| &q.0 == p && q.2 > *e)))
                 });
                 let Some((d_at, _)) = detected else { continue };
                 if f.detected_ms.is_none() {
@@ -557,8 +566,9 @@ fn measure_faults(s: &Scenario, faults: &mut [Injected], tasks: &[check::TaskHis
                         }
                     }
                 }
-                // The master's view (when it caught the change) is the measure; the journal
-                // only fills in when the view missed it (a node back within one poll).
+                // The earlier of the master's view and the journal's first orphaning (exact,
+                // but only when work was in flight); orphanings long after the view saw the
+                // loss belong to later events.
                 let view = f.detected_ms.map(|d| f.at_us + (d * 1000.0) as u64);
                 let first = orphaned
                     .iter()
@@ -566,8 +576,8 @@ fn measure_faults(s: &Scenario, faults: &mut [Injected], tasks: &[check::TaskHis
                     .filter(|o| view.is_none_or(|v| *o <= v + 100_000))
                     .min();
                 if let Some(first) = first {
-                    f.detected_ms
-                        .get_or_insert((first - f.at_us) as f64 / 1000.0);
+                    let journal = (first - f.at_us) as f64 / 1000.0;
+                    f.detected_ms = Some(f.detected_ms.map_or(journal, |v| v.min(journal)));
                     // The fault's own orphans: those fenced with the first detection.
                     let batch: Vec<u64> = orphaned
                         .iter()
