@@ -1,6 +1,8 @@
 //! `heatmesh loadtest` end to end: the shipped smoke scenario, shortened, against a master and
 //! three node processes it starts on loopback; the JSON report must hold real, consistent
-//! figures.
+//! figures; and the same against a running master, its CPU and memory read from /metrics.
+
+mod common;
 
 use serde_json::Value;
 use std::process::Command;
@@ -175,4 +177,48 @@ fn a_bad_scenario_names_the_field() {
         err.contains("sub_agents: must be at least one per plant (10 < 15 plants)"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_master_reports_its_process_figures_from_metrics() {
+    let h = common::start(false).await;
+    let grpc = h.mesh.grpc_addr.to_string();
+    let metrics = h.mesh.metrics_addr.unwrap().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args([
+                "loadtest",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/drills/loadtest/smoke.json"),
+                "--duration-minutes",
+                "0.1",
+                "--ramp-up-minutes",
+                "0",
+                "--master",
+                &grpc,
+                "--master-metrics",
+                &metrics,
+                "--json",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let r: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON report ({e}); stderr:\n{stderr}"));
+    assert_eq!(r["mesh"]["mode"], "running", "{r}");
+    assert!(u(&r, "coordination.completed") > 0, "{r}");
+    // The master is this test process: its figures came from its /metrics page.
+    let p = &r["processes"];
+    assert!(u(p, "master.samples") >= 4, "{p}");
+    assert!(f(p, "master.cpu_pct_mean") > 0.0, "{p}");
+    assert!(f(p, "master.rss_mib_peak") > 1.0, "{p}");
+    assert_eq!(
+        f(p, "master.memory_pct_peak"),
+        0.0,
+        "a remote master's share is not known"
+    );
+    assert!(p["nodes"].is_null(), "{p}");
+    h.mesh.shutdown().await;
 }

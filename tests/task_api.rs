@@ -569,9 +569,14 @@ async fn health_reflection_and_metrics_are_served() {
         "heatmesh_queue_depth",
         "heatmesh_tasks{state=\"pending\"}",
         "heatmesh_tasks_finished_total{state=\"completed\"}",
+        "# TYPE process_cpu_seconds_total counter",
+        "# TYPE process_resident_memory_bytes gauge",
     ] {
         assert!(body.contains(m), "{m} missing from /metrics:\n{body}");
     }
+    let own = heatmesh_master::procstat::from_prometheus(&body).expect("process series");
+    let now = heatmesh_master::procstat::sample(std::process::id()).unwrap();
+    assert!(own.rss_bytes > 1 << 20 && own.cpu_s > 0.0 && own.cpu_s <= now.cpu_s);
     assert_eq!(http_get(addr, "/healthz").await.0, 200);
     assert_eq!(http_get(addr, "/readyz").await.0, 200);
     h.mesh.shutdown().await;

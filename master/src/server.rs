@@ -316,7 +316,9 @@ fn http_router(metrics: PrometheusHandle, master: ActorRef<MasterMsg>) -> axum::
     axum::Router::new()
         .route(
             "/metrics",
-            get(move || std::future::ready(metrics.render())),
+            get(move || {
+                std::future::ready(metrics.render() + &crate::procstat::prometheus_lines())
+            }),
         )
         .route("/healthz", get(|| async { "ok\n" }))
         .route(

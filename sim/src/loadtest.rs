@@ -12,7 +12,6 @@
 //! works unchanged. Sub-agents are spread over the plants as evenly as possible.
 
 mod fleet;
-mod procstat;
 mod report;
 mod run;
 

@@ -21,6 +21,10 @@ pub struct LoadtestArgs {
     /// are then the master's own.
     #[arg(long)]
     master: Option<String>,
+    /// With --master: the master's metrics address (HOST:PORT, its `metrics_listen`); the
+    /// report then includes the master's CPU and memory, read from its /metrics page.
+    #[arg(long, requires = "master")]
+    master_metrics: Option<String>,
     /// Print the report as JSON on stdout (progress still goes to stderr).
     #[arg(long)]
     json: bool,
@@ -51,6 +55,7 @@ pub async fn run_cli(a: LoadtestArgs) -> anyhow::Result<()> {
     let bin = std::env::current_exe().context("locating this executable")?;
     let opts = RunOptions {
         master: a.master.clone(),
+        master_metrics: a.master_metrics.clone(),
         keep_logs: a.keep_logs,
         ..RunOptions::new(bin)
     };

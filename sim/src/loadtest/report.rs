@@ -214,7 +214,8 @@ pub struct MachineFigures {
 /// Process figures of the mesh and of the load generator itself.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ProcessReport {
-    /// The master; `None` against a running mesh (`--master`).
+    /// The master; against a running mesh (`--master`) only with `--master-metrics`, and
+    /// then without `memory_pct_peak` (0).
     pub master: Option<ProcFigures>,
     /// All node processes together; `None` against a running mesh.
     pub nodes: Option<ProcFigures>,
@@ -358,12 +359,16 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 fn proc_line(name: &str, p: &Option<ProcFigures>) -> Option<String> {
     let p = p.as_ref()?;
     Some(format!(
-        "  {name:<9} CPU {:.1} % mean, {:.1} % peak (of one core); RSS {:.1} MiB mean, {:.1} MiB peak ({:.2} % of memory), {:.1} -> {:.1} MiB start to end{}",
+        "  {name:<9} CPU {:.1} % mean, {:.1} % peak (of one core); RSS {:.1} MiB mean, {:.1} MiB peak{}, {:.1} -> {:.1} MiB start to end{}",
         p.cpu_pct_mean,
         p.cpu_pct_peak,
         p.rss_mib_mean,
         p.rss_mib_peak,
-        p.memory_pct_peak,
+        if p.memory_pct_peak > 0.0 {
+            format!(" ({:.2} % of memory)", p.memory_pct_peak)
+        } else {
+            String::new()
+        },
         p.rss_mib_start,
         p.rss_mib_end,
         if p.processes > 1 {

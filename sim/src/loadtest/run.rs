@@ -1,7 +1,6 @@
 //! Running a load test: the mesh under test, the open-loop senders, the tracker that follows
 //! every task to its terminal state, and the `/proc` sampler.
 
-use super::procstat::{self, Sample};
 use super::report::{
     CoordinationReport, KindFigures, Latency, MachineFigures, MeshInfo, OptimizationReport,
     ProcFigures, ProcessReport, Report, SetpointReport, Verdict,
@@ -10,6 +9,7 @@ use super::{LoadtestError, RateSchedule, Scenario, generate_fleet};
 use crate::process::{Proc, loopback, node_args};
 use hdrhistogram::Histogram;
 use heatmesh_agents::registry;
+use heatmesh_master::procstat::{self, Sample};
 use heatmesh_proto::v1 as pb;
 use pb::TaskStatus;
 use pb::mesh_service_client::MeshServiceClient;
@@ -37,6 +37,9 @@ pub struct RunOptions {
     pub bin: PathBuf,
     /// A running master (`HOST:PORT` or a URL) to load instead of starting a mesh.
     pub master: Option<String>,
+    /// With `master`: the master's metrics address (`HOST:PORT`, its `metrics_listen`),
+    /// whose `/metrics` page gives the master's CPU and memory for the report.
+    pub master_metrics: Option<String>,
     /// Keep the directory with the logs, the ledger and the generated configuration.
     pub keep_logs: bool,
     /// How often [`Event::Progress`] is emitted.
@@ -54,6 +57,7 @@ impl RunOptions {
         RunOptions {
             bin: bin.into(),
             master: None,
+            master_metrics: None,
             keep_logs: false,
             progress_every: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(30),
@@ -1078,6 +1082,9 @@ impl Series {
 
 #[derive(Default)]
 struct ProcSeries {
+    /// Whether the master runs on this machine (started here); a remote one's CPU is not
+    /// part of this machine's.
+    master_local: bool,
     master: Series,
     nodes: Series,
     me: Series,
@@ -1087,8 +1094,10 @@ struct ProcSeries {
 impl ProcSeries {
     fn machine(&self) -> Option<MachineFigures> {
         let m = self.machine.figures(None)?;
-        let mine: f64 = [&self.master, &self.nodes, &self.me]
-            .iter()
+        let master = self.master_local.then_some(&self.master);
+        let mine: f64 = [master, Some(&self.nodes), Some(&self.me)]
+            .into_iter()
+            .flatten()
             .filter_map(|s| s.figures(None))
             .map(|f| f.cpu_pct_mean)
             .sum();
@@ -1101,20 +1110,57 @@ impl ProcSeries {
     }
 }
 
+/// Where the master's CPU and memory are read.
+enum MasterProbe {
+    /// A process started here.
+    Pid(u32),
+    /// The `/metrics` page of a master elsewhere (`HOST:PORT`).
+    Metrics(String),
+    /// Not measured.
+    None,
+}
+
+/// The two process series of the master's `/metrics` page at `addr`; `None` when it cannot
+/// be read within half a second.
+async fn scrape_master(addr: &str) -> Option<Sample> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fetch = async {
+        let mut c = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        c.write_all(req.as_bytes()).await.ok()?;
+        let mut page = Vec::new();
+        c.read_to_end(&mut page).await.ok()?;
+        procstat::from_prometheus(&String::from_utf8_lossy(&page))
+    };
+    tokio::time::timeout(Duration::from_millis(500), fetch)
+        .await
+        .ok()
+        .flatten()
+}
+
 /// Samples CPU and RSS once a second until `stop`, and once more then, so the window ends
 /// at the stop.
 async fn sample_processes(
-    master: Option<u32>,
+    master: MasterProbe,
     nodes: Vec<u32>,
     mut stop: watch::Receiver<bool>,
 ) -> ProcSeries {
-    let mut out = ProcSeries::default();
+    let mut out = ProcSeries {
+        master_local: matches!(master, MasterProbe::Pid(_)),
+        ..ProcSeries::default()
+    };
     let me = std::process::id();
-    let take = |out: &mut ProcSeries| {
+    let take = async |out: &mut ProcSeries| {
         let at = Instant::now();
         let one = |pid: u32| procstat::sample(pid).into_iter().collect::<Vec<_>>();
-        if let Some(m) = master {
-            out.master.push(at, &one(m));
+        match &master {
+            MasterProbe::Pid(m) => out.master.push(at, &one(*m)),
+            MasterProbe::Metrics(addr) => {
+                let s = scrape_master(addr).await;
+                out.master
+                    .push(Instant::now(), &s.into_iter().collect::<Vec<_>>());
+            }
+            MasterProbe::None => {}
         }
         let ns: Vec<Sample> = nodes.iter().filter_map(|p| procstat::sample(*p)).collect();
         out.nodes.push(at, &ns);
@@ -1125,11 +1171,11 @@ async fn sample_processes(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
     loop {
-        take(&mut out);
+        take(&mut out).await;
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.changed() => {
-                take(&mut out);
+                take(&mut out).await;
                 return out;
             }
         }
@@ -1231,8 +1277,16 @@ pub async fn run(
     ));
     let sweeper = tokio::spawn(sweep(mesh.channel.clone(), shared.clone(), stop_rx.clone()));
     let (sample_stop, sample_rx) = watch::channel(false);
-    let sampler = tokio::spawn(sample_processes(
+    let probe = match (
         started.as_ref().and_then(|st| st.master.pid()),
+        &opts.master_metrics,
+    ) {
+        (Some(pid), _) => MasterProbe::Pid(pid),
+        (None, Some(addr)) => MasterProbe::Metrics(addr.clone()),
+        (None, None) => MasterProbe::None,
+    };
+    let sampler = tokio::spawn(sample_processes(
+        probe,
         started
             .as_ref()
             .map(|st| st.nodes.iter().filter_map(Proc::pid).collect())
@@ -1318,7 +1372,10 @@ pub async fn run(
         ledger_bytes = Some(dir_size(&st.dir.path().join("data")));
     }
     let processes = ProcessReport {
-        master: series.master.figures(mem_total),
+        // A remote master's share of this machine's memory means nothing.
+        master: series
+            .master
+            .figures(mem_total.filter(|_| series.master_local)),
         nodes: started
             .as_ref()
             .and_then(|_| series.nodes.figures(mem_total)),

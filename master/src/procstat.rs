@@ -1,8 +1,11 @@
-//! CPU time and resident memory of processes, read from Linux `/proc`.
+//! CPU time and resident memory of processes, read from Linux `/proc`, and the two
+//! standard Prometheus process series that carry them: the master's `/metrics` writes them
+//! for its own process ([`prometheus_lines`]) and `heatmesh loadtest --master-metrics` reads
+//! them back ([`from_prometheus`]) when the master runs elsewhere.
 
 /// Cumulative CPU time and current resident set of one process.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(super) struct Sample {
+pub struct Sample {
     /// utime + stime, seconds.
     pub cpu_s: f64,
     /// VmRSS, bytes.
@@ -35,7 +38,7 @@ fn rss_bytes(status: &str) -> Option<u64> {
 }
 
 /// Reads one sample; `None` when the process is gone (or this is not Linux).
-pub(super) fn sample(pid: u32) -> Option<Sample> {
+pub fn sample(pid: u32) -> Option<Sample> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     Some(Sample {
@@ -51,7 +54,7 @@ fn meminfo_bytes(meminfo: &str, key: &str) -> Option<u64> {
 }
 
 /// Total memory of the machine, bytes (MemTotal of /proc/meminfo).
-pub(super) fn mem_total_bytes() -> Option<u64> {
+pub fn mem_total_bytes() -> Option<u64> {
     let m = std::fs::read_to_string("/proc/meminfo").ok()?;
     meminfo_bytes(&m, "MemTotal:")
 }
@@ -72,13 +75,46 @@ fn busy_ticks(stat: &str) -> Option<u64> {
 
 /// The whole machine: busy CPU seconds (all cores) and memory in use (MemTotal -
 /// MemAvailable), so a report shows how much else ran during the load.
-pub(super) fn machine() -> Option<Sample> {
+pub fn machine() -> Option<Sample> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let m = std::fs::read_to_string("/proc/meminfo").ok()?;
     let used = meminfo_bytes(&m, "MemTotal:")?.saturating_sub(meminfo_bytes(&m, "MemAvailable:")?);
     Some(Sample {
         cpu_s: busy_ticks(&stat)? as f64 / ticks_per_second(),
         rss_bytes: used,
+    })
+}
+
+/// The `process_cpu_seconds_total` and `process_resident_memory_bytes` series (Prometheus
+/// text format, the names client libraries use) for this process; empty off Linux.
+pub fn prometheus_lines() -> String {
+    match sample(std::process::id()) {
+        Some(s) => format!(
+            "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n\
+             # TYPE process_cpu_seconds_total counter\n\
+             process_cpu_seconds_total {}\n\
+             # HELP process_resident_memory_bytes Resident memory size in bytes.\n\
+             # TYPE process_resident_memory_bytes gauge\n\
+             process_resident_memory_bytes {}\n",
+            s.cpu_s, s.rss_bytes
+        ),
+        None => String::new(),
+    }
+}
+
+/// Reads the two process series back from a Prometheus text page; `None` unless both are
+/// there with finite, non-negative values.
+pub fn from_prometheus(page: &str) -> Option<Sample> {
+    let value = |name: &str| -> Option<f64> {
+        let line = page
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))?;
+        let v: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        (v.is_finite() && v >= 0.0).then_some(v)
+    };
+    Some(Sample {
+        cpu_s: value("process_cpu_seconds_total")?,
+        rss_bytes: value("process_resident_memory_bytes")? as u64,
     })
 }
 
@@ -100,6 +136,28 @@ mod tests {
         assert_eq!(
             meminfo_bytes(meminfo, "MemAvailable:"),
             Some(20_000_000 * 1024)
+        );
+    }
+
+    #[test]
+    fn prometheus_lines_read_back() {
+        let page = format!("heatmesh_tasks_total 3\n{}", prometheus_lines());
+        let s = from_prometheus(&page).expect("both series written");
+        assert!(s.rss_bytes > 1 << 20, "{page}");
+        assert!(s.cpu_s > 0.0, "{page}");
+        assert_eq!(from_prometheus("process_cpu_seconds_total 1.5\n"), None);
+        assert_eq!(
+            from_prometheus(
+                "process_cpu_seconds_total_x 9\nprocess_cpu_seconds_total 1.5\nprocess_resident_memory_bytes 2048\n"
+            ),
+            Some(Sample {
+                cpu_s: 1.5,
+                rss_bytes: 2048
+            })
+        );
+        assert_eq!(
+            from_prometheus("process_cpu_seconds_total NaN\nprocess_resident_memory_bytes 1\n"),
+            None
         );
     }
 
