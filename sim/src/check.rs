@@ -235,7 +235,10 @@ fn epochs_increase(i: &Inputs) -> Verdict {
     }
     if let Some(delivered) = &i.end.delivered {
         let mut node_epochs: HashMap<&str, u64> = HashMap::new();
-        let mut spawns: HashMap<&str, u64> = HashMap::new();
+        // Per node: spawns sent to different nodes travel different links, so a frame held
+        // on a cut link may land after a newer epoch reached another node (fencing stops
+        // that incarnation); one node must never see a plant's epoch go back.
+        let mut spawns: HashMap<(&str, &str), u64> = HashMap::new();
         for d in delivered {
             match &d.what {
                 Observation::Welcome { node_epoch } => {
@@ -248,9 +251,12 @@ fn epochs_increase(i: &Inputs) -> Verdict {
                     });
                 }
                 Observation::Spawn { plant, epoch } => {
-                    let prev = spawns.insert(plant, *epoch).unwrap_or(0);
+                    let prev = spawns.insert((&d.node, plant), *epoch).unwrap_or(0);
                     j.case(*epoch > prev, || {
-                        format!("{plant} spawned under epoch {epoch} after {prev}")
+                        format!(
+                            "{plant} spawned on {} under epoch {epoch} after {prev}",
+                            d.node
+                        )
                     });
                 }
                 _ => {}

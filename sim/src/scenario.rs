@@ -462,7 +462,8 @@ impl Scenario {
             optimizations_per_minute: [0.0, 30.0, 120.0][r.range(0, 2) as usize],
             ..Workload::default()
         };
-        let node_ids: Vec<String> = mesh.node_ids().into_iter().map(|(n, _)| n).collect();
+        let hosting = mesh.node_ids();
+        let node_ids: Vec<String> = hosting.iter().map(|(n, _)| n.clone()).collect();
         let plant_ids = mesh.plant_ids();
         let kinds = ["GL-009", "GL-002", "GL-012"];
         let mut faults = Vec::new();
@@ -474,15 +475,7 @@ impl Scenario {
             let kind = kinds[r.range(0, 2) as usize].to_string();
             let base = Fault {
                 at_ms,
-                action: Action::Heal,
-                node: None,
-                plant: None,
-                kind: None,
-                direction: Direction::Both,
-                duration_ms: None,
-                delay_ms: 0,
-                jitter_ms: 0,
-                panics: 0,
+                ..base_fault()
             };
             let f = match r.weighted(&[4, 4, 2, 2, 2, 2, 1]).unwrap_or(0) {
                 0 => Fault {
@@ -533,6 +526,29 @@ impl Scenario {
                     ..base
                 },
             };
+            // Half the node losses start while a plant on that node is slow, so work is in
+            // flight when the link goes: its results then arrive late, after fencing, which
+            // is what the stale-result and orphan checks need to see.
+            let prefs = f
+                .node
+                .as_ref()
+                .and_then(|n| hosting.iter().find(|h| &h.0 == n));
+            if let (Action::KillNode | Action::Partition, Some((_, prefs))) = (f.action, prefs)
+                && !prefs.is_empty()
+                && r.chance(0.5)
+            {
+                let lead = r.range(50, 300);
+                faults.push(Fault {
+                    at_ms: f.at_ms.saturating_sub(lead),
+                    action: Action::SlowAgent,
+                    node: None,
+                    plant: Some(prefs[r.range(0, prefs.len() as u64 - 1) as usize].clone()),
+                    kind: Some(kinds[r.range(0, 2) as usize].to_string()),
+                    delay_ms: r.range(100, 300),
+                    duration_ms: Some(lead + f.duration_ms.unwrap_or(0) + 300),
+                    ..base_fault()
+                });
+            }
             faults.push(f);
         }
         faults.sort_by_key(|f| f.at_ms);
@@ -545,6 +561,22 @@ impl Scenario {
             faults,
             expect: Expect::default(),
         }
+    }
+}
+
+/// A fault with every optional part empty, for `Scenario::random` to fill in.
+fn base_fault() -> Fault {
+    Fault {
+        at_ms: 0,
+        action: Action::Heal,
+        node: None,
+        plant: None,
+        kind: None,
+        direction: Direction::Both,
+        duration_ms: None,
+        delay_ms: 0,
+        jitter_ms: 0,
+        panics: 0,
     }
 }
 
@@ -563,6 +595,38 @@ mod tests {
             assert_eq!(back.to_toml(), a.to_toml());
         }
         assert_ne!(Scenario::random(1).to_toml(), Scenario::random(2).to_toml());
+    }
+
+    #[test]
+    fn random_node_losses_sometimes_come_with_a_slow_plant_on_that_node() {
+        let (mut losses, mut compound) = (0, 0);
+        for seed in 0..300 {
+            let s = Scenario::random(seed);
+            let hosting = s.mesh.node_ids();
+            for f in &s.faults {
+                if !matches!(f.action, Action::KillNode | Action::Partition) {
+                    continue;
+                }
+                let node = f.node.as_deref().unwrap();
+                let prefs = &hosting.iter().find(|h| h.0 == node).unwrap().1;
+                if prefs.is_empty() {
+                    continue;
+                }
+                losses += 1;
+                let slow = s.faults.iter().any(|g| {
+                    g.action == Action::SlowAgent
+                        && g.at_ms <= f.at_ms
+                        && f.at_ms - g.at_ms <= 300
+                        && prefs.contains(g.plant.as_ref().unwrap())
+                        && g.at_ms + g.duration_ms.unwrap() >= f.at_ms + f.duration_ms.unwrap()
+                });
+                compound += slow as u32;
+            }
+        }
+        // Half, drawn: well inside 35-65 % over this many losses.
+        assert!(losses > 200, "{losses}");
+        let share = compound as f64 / losses as f64;
+        assert!((0.35..0.65).contains(&share), "{compound} of {losses}");
     }
 
     #[test]

@@ -223,12 +223,7 @@ async fn submit(ch: Channel, key: String, plant: String, kind: String, until: In
                     at_us: now_us(),
                 };
             }
-            Err(s)
-                if matches!(
-                    s.code(),
-                    Code::Unavailable | Code::Unknown | Code::DeadlineExceeded | Code::Cancelled
-                ) =>
-            {
+            Err(s) if may_not_have_arrived(&s) => {
                 if Instant::now() + delay > until {
                     break Outcome::Unknown(format!("{:?}: {}", s.code(), s.message()));
                 }
@@ -279,6 +274,19 @@ async fn optimizations(ch: Channel, w: Workload, log: Arc<Mutex<Log>>) {
     }
 }
 
+/// Whether a failed submit may simply not have reached a live master, so sending it again
+/// under the same idempotency key is right: the connection went down (a master crash, a
+/// GOAWAY) or the answer did not come in time. tonic reports a connection torn down in the
+/// middle of a call as `Internal` with an "h2 protocol error" message; a master's own
+/// `Internal` answers are not retried.
+fn may_not_have_arrived(s: &tonic::Status) -> bool {
+    match s.code() {
+        Code::Unavailable | Code::Unknown | Code::DeadlineExceeded | Code::Cancelled => true,
+        Code::Internal => s.message().starts_with("h2 protocol error"),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,5 +323,18 @@ mod tests {
                 (k.validate_json)(p.as_bytes()).unwrap();
             }
         }
+    }
+
+    #[test]
+    fn transport_failures_are_sent_again_refusals_are_not() {
+        let again = |c, m: &str| may_not_have_arrived(&tonic::Status::new(c, m));
+        assert!(again(Code::Internal, "h2 protocol error: http2 error"));
+        assert!(again(Code::Unavailable, "connection refused"));
+        assert!(!again(Code::Internal, "ledger: write failed"));
+        assert!(!again(
+            Code::InvalidArgument,
+            "payload.json: expected object"
+        ));
+        assert!(!again(Code::ResourceExhausted, "queue full"));
     }
 }

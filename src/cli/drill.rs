@@ -276,7 +276,7 @@ fn print_report(r: &Report, replay: &str) {
     for f in &r.faults {
         let ms = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.1} ms"));
         println!(
-            "    {:>6} ms  {:<20} {:<28} detected {:<10} recovered {}{}",
+            "    {:>6} ms  {:<20} {:<28} detected {:<10} recovered {}{}{}",
             f.at_ms,
             f.action,
             f.target,
@@ -284,7 +284,10 @@ fn print_report(r: &Report, replay: &str) {
             ms(f.recovered_ms),
             f.error
                 .as_ref()
-                .map_or(String::new(), |e| format!("  ERROR {e}"))
+                .map_or(String::new(), |e| format!("  ERROR {e}")),
+            f.untimed
+                .as_ref()
+                .map_or(String::new(), |u| format!("  (not timed: {u})"))
         );
     }
     println!("  detection  p50/p99/max: {}", spread(&r.detection_ms));
