@@ -184,6 +184,32 @@ async fn running_master_reports_its_process_figures_from_metrics() {
     let h = common::start(false).await;
     let grpc = h.mesh.grpc_addr.to_string();
     let metrics = h.mesh.metrics_addr.unwrap().to_string();
+    // A wrong metrics address is refused before any load is sent.
+    let wrong = grpc.clone();
+    let bad = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args([
+                "loadtest",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/drills/loadtest/smoke.json"),
+                "--master",
+                &wrong,
+                "--master-metrics",
+                &wrong,
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains(&format!(
+            "--master-metrics {}: no process_cpu_seconds_total",
+            grpc
+        )),
+        "{err}"
+    );
     let out = tokio::task::spawn_blocking(move || {
         Command::new(BIN)
             .args([

@@ -1247,6 +1247,16 @@ pub async fn run(
         }
     };
     let mesh = discover(&uri, s).await?;
+    // A wrong metrics address would otherwise only show as missing figures after the run.
+    if let (None, Some(addr)) = (&started, &opts.master_metrics)
+        && scrape_master(addr).await.is_none()
+    {
+        return Err(mesh_err(format!(
+            "--master-metrics {addr}: no process_cpu_seconds_total and \
+             process_resident_memory_bytes at http://{addr}/metrics (give the master's \
+             metrics_listen)"
+        )));
+    }
     let ready_s = started.as_ref().map(|st| st.ready_s);
     on_event(Event::Ready {
         master: &mesh.uri,
