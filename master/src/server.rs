@@ -212,7 +212,9 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningMesh, St
         )
         .add_service(health)
         .add_service(reflection);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Server::tcp_nodelay is ignored for an incoming stream: set it here, or every small
+    // reply waits out the peer's delayed ACK (40 ms on Linux).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let mut servers = vec![tokio::spawn(async move {
         if let Err(e) = router
             .serve_with_incoming_shutdown(incoming, async {

@@ -11,6 +11,7 @@ use super::client::{connect, rpc_err};
 use super::mesh::MeshOpts;
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
+use heatmesh_master::ledger::wal;
 use heatmesh_master::server::{self, StartOptions};
 use heatmesh_proto::v1 as pb;
 use pb::task_service_client::TaskServiceClient;
@@ -181,6 +182,26 @@ fn print(label: &str, f: &Figures, submitted: usize) {
     );
 }
 
+/// Prints the ledger's group-commit figures for the phase just run (in-process mesh only).
+fn print_ledger(mesh: Option<&server::RunningMesh>) {
+    let Some(m) = mesh else { return };
+    let st = m.ledger().take_stats();
+    if st.groups == 0 {
+        return;
+    }
+    println!(
+        "  ledger: {} groups, {:.1} commits/group, {:.1} KiB/group; commit (append + fdatasync) p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms; apply to sled p50 {:.3} ms, p99 {:.3} ms",
+        st.groups,
+        st.commits as f64 / st.groups as f64,
+        st.bytes as f64 / st.groups as f64 / 1024.0,
+        ms(&st.commit_us, 0.5),
+        ms(&st.commit_us, 0.99),
+        st.commit_us.max() as f64 / 1000.0,
+        ms(&st.apply_us, 0.5),
+        ms(&st.apply_us, 0.99),
+    );
+}
+
 /// Runs the selected benchmark.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.what {
@@ -238,6 +259,20 @@ pub(crate) async fn run_tasks(args: TaskBenchArgs) -> anyhow::Result<()> {
         plants.len(),
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
+    if let Some(m) = &mesh {
+        let dir = args.data_dir.as_deref().unwrap_or(tmp.path());
+        let mut h = Histogram::<u64>::new(3).context("histogram")?;
+        for us in wal::fsync_probe(dir, 300).context("fsync probe of the data directory")? {
+            h.record(us.max(1))?;
+        }
+        println!(
+            "disk: 4 KiB append + fdatasync in the data directory, 300 rounds: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+            ms(&h, 0.5),
+            ms(&h, 0.99),
+            h.max() as f64 / 1000.0
+        );
+        m.ledger().take_stats();
+    }
     let channel = connect(&addr).await?;
     let done: Completions = Arc::default();
     let feed = follow(channel.clone(), done.clone()).await?;
@@ -252,31 +287,41 @@ pub(crate) async fn run_tasks(args: TaskBenchArgs) -> anyhow::Result<()> {
             let n = per.min(args.tasks.saturating_sub(w * per));
             workers.push(tokio::spawn(async move {
                 let mut started = Vec::with_capacity(n);
+                let mut acks = Vec::with_capacity(n);
                 for i in 0..n {
                     let s = Instant::now();
                     let r = c
                         .submit_task(request(w * per + i, &plants))
                         .await?
                         .into_inner();
+                    acks.push(s.elapsed().as_micros() as u64);
                     let id = r.task.and_then(|t| t.id.parse().ok()).unwrap_or(0);
                     started.push((id, s));
                 }
-                Ok::<_, tonic::Status>(started)
+                Ok::<_, tonic::Status>((started, acks))
             }));
         }
         let mut started = Vec::with_capacity(args.tasks);
+        let mut ack = Histogram::<u64>::new(3).context("histogram")?;
         for w in workers {
-            started.extend(w.await?.map_err(rpc_err)?);
+            let (s, a) = w.await?.map_err(rpc_err)?;
+            started.extend(s);
+            for us in a {
+                ack.record(us.max(1))?;
+            }
         }
         let acked = t0.elapsed().as_secs_f64();
         let f = collect(&started, &done, Duration::from_secs(120), t0).await?;
         println!(
-            "throughput ({} submitters): {} acknowledged (durable) in {acked:.2} s = {:.0} submits/s",
+            "throughput ({} submitters): {} acknowledged (durable) in {acked:.2} s = {:.0} submits/s; submit-to-acknowledged p50 {:.2} ms, p99 {:.2} ms",
             args.concurrency,
             started.len(),
-            started.len() as f64 / acked
+            started.len() as f64 / acked,
+            ms(&ack, 0.5),
+            ms(&ack, 0.99),
         );
         print("throughput", &f, started.len());
+        print_ledger(mesh.as_ref());
     }
 
     if args.rate > 0 {
@@ -305,6 +350,7 @@ pub(crate) async fn run_tasks(args: TaskBenchArgs) -> anyhow::Result<()> {
             &f,
             total,
         );
+        print_ledger(mesh.as_ref());
     }
     feed.abort();
     if let Some(m) = mesh {

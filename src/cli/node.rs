@@ -94,7 +94,9 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
         tonic::transport::Server::builder()
             .add_service(health)
             .add_service(reflection)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            .serve_with_incoming(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            ),
     );
     eprintln!(
         "heatmesh node {id}: attaching to {master}; prefers {}; health on {address}",
