@@ -63,6 +63,13 @@ pub struct TaskBenchArgs {
     /// Ledger directory for the mesh it starts (default: a temporary directory).
     #[arg(long)]
     pub(crate) data_dir: Option<std::path::PathBuf>,
+    /// Run this benchmark with another heatmesh build and with this one, alternately, and
+    /// print each run's figures and the ratio of the medians (this build / the other).
+    #[arg(long, value_name = "OTHER_BINARY")]
+    pub(crate) compare: Option<std::path::PathBuf>,
+    /// Runs of each build with --compare.
+    #[arg(long, default_value_t = 3, requires = "compare")]
+    pub(crate) rounds: usize,
 }
 
 type Completions = Arc<Mutex<HashMap<u64, Instant>>>;
@@ -182,6 +189,121 @@ fn print(label: &str, f: &Figures, submitted: usize) {
     );
 }
 
+/// The figures `compare` reads from one run's output, per phase.
+#[derive(Debug, Default, Clone, Copy)]
+struct RunFigures {
+    throughput: Option<(f64, f64)>,
+    latency: Option<(f64, f64)>,
+}
+
+/// Reads `= N tasks/s` and `p99 X ms` from the phase lines both builds print.
+fn parse_run(out: &str) -> RunFigures {
+    let grab = |line: &str| -> Option<(f64, f64)> {
+        let rate = line
+            .split("= ")
+            .nth(1)?
+            .split(" tasks/s")
+            .next()?
+            .parse()
+            .ok()?;
+        let p99 = line
+            .split("p99 ")
+            .nth(1)?
+            .split(" ms")
+            .next()?
+            .parse()
+            .ok()?;
+        Some((rate, p99))
+    };
+    let mut f = RunFigures::default();
+    for line in out.lines() {
+        if line.starts_with("throughput:") {
+            f.throughput = grab(line);
+        } else if line.starts_with("latency at") {
+            f.latency = grab(line);
+        }
+    }
+    f
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// `--compare`: both builds, alternately, same arguments; prints every run and the ratios.
+fn compare(args: &TaskBenchArgs, other: &std::path::Path) -> anyhow::Result<()> {
+    let this = std::env::current_exe().context("finding this executable")?;
+    let bench_args = [
+        "bench".to_string(),
+        "--tasks".into(),
+        args.tasks.to_string(),
+        "--concurrency".into(),
+        args.concurrency.to_string(),
+        "--rate".into(),
+        args.rate.to_string(),
+        "--duration".into(),
+        humantime::format_duration(args.duration).to_string(),
+    ];
+    let builds = [("other", other.to_path_buf()), ("this", this)];
+    let mut runs: Vec<Vec<RunFigures>> = vec![Vec::new(), Vec::new()];
+    for round in 1..=args.rounds.max(1) {
+        for (i, (name, exe)) in builds.iter().enumerate() {
+            let out = std::process::Command::new(exe)
+                .args(&bench_args)
+                .output()
+                .with_context(|| format!("running {}", exe.display()))?;
+            if !out.status.success() {
+                bail!(
+                    "{} bench failed: {}",
+                    exe.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            let text = String::from_utf8_lossy(&out.stdout);
+            let f = parse_run(&text);
+            let show = |p: Option<(f64, f64)>| {
+                p.map_or("-".to_string(), |(r, p99)| {
+                    format!("{r:.0} tasks/s, p99 {p99:.2} ms")
+                })
+            };
+            println!(
+                "round {round} {name:>5}: throughput {}; latency phase {}",
+                show(f.throughput),
+                show(f.latency)
+            );
+            runs[i].push(f);
+        }
+    }
+    let med = |i: usize, pick: fn(&RunFigures) -> Option<(f64, f64)>, part: usize| {
+        median(
+            runs[i]
+                .iter()
+                .filter_map(pick)
+                .map(|p| if part == 0 { p.0 } else { p.1 })
+                .collect(),
+        )
+    };
+    println!("medians over {} rounds (this / other):", args.rounds.max(1));
+    let phases: [(&str, fn(&RunFigures) -> Option<(f64, f64)>); 2] = [
+        ("throughput", |f| f.throughput),
+        ("latency phase", |f| f.latency),
+    ];
+    for (label, pick) in phases {
+        let (o_rate, t_rate) = (med(0, pick, 0), med(1, pick, 0));
+        let (o_p99, t_p99) = (med(0, pick, 1), med(1, pick, 1));
+        if o_rate.is_nan() || t_rate.is_nan() {
+            continue;
+        }
+        println!(
+            "  {label}: {t_rate:.0} vs {o_rate:.0} tasks/s ({:.2}x); p99 {t_p99:.2} vs {o_p99:.2} ms ({:.2}x)",
+            t_rate / o_rate,
+            t_p99 / o_p99
+        );
+    }
+    Ok(())
+}
+
 /// Prints the ledger's group-commit figures for the phase just run (in-process mesh only).
 fn print_ledger(mesh: Option<&server::RunningMesh>) {
     let Some(m) = mesh else { return };
@@ -214,6 +336,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 /// Runs the task phases and prints one line of figures per phase.
 pub(crate) async fn run_tasks(args: TaskBenchArgs) -> anyhow::Result<()> {
+    if let Some(other) = &args.compare {
+        return compare(&args, other);
+    }
     let tmp = tempfile::tempdir().context("creating a temporary data directory")?;
     let (addr, plants, mesh) = match &args.target {
         Some(t) => {
@@ -357,4 +482,22 @@ pub(crate) async fn run_tasks(args: TaskBenchArgs) -> anyhow::Result<()> {
         m.shutdown().await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compare_reads_the_phase_lines_of_both_builds() {
+        let out = "heatmesh bench: GL-009 heat balances over gRPC on 127.0.0.1:1, 3 plants, 2 cores
+throughput (512 submitters): 50000 acknowledged (durable) in 6.88 s = 7269 submits/s
+throughput: 50000/50000 completed in 6.92 s = 7225 tasks/s; submit-to-completed latency p50 114.88 ms, p95 174.21 ms, p99 195.46 ms, max 218.50 ms
+latency at 1000 tasks/s offered: 10000/10000 completed in 10.04 s = 996 tasks/s; submit-to-completed latency p50 2.14 ms, p95 3.70 ms, p99 9.55 ms, max 42.40 ms
+";
+        let f = parse_run(out);
+        assert_eq!(f.throughput, Some((7225.0, 195.46)));
+        assert_eq!(f.latency, Some((996.0, 9.55)));
+        assert!(parse_run("nothing here").throughput.is_none());
+    }
 }

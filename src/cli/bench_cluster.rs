@@ -41,6 +41,8 @@ pub async fn run(a: ClusterBenchArgs) -> anyhow::Result<()> {
         duration: Duration::from_secs(1),
         target: Some(c.grpc.to_string()),
         data_dir: None,
+        compare: None,
+        rounds: 1,
     })
     .await?;
 

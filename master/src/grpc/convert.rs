@@ -79,41 +79,182 @@ fn descriptor_pool() -> &'static prost_reflect::DescriptorPool {
 ///
 /// JSON has no NaN, so this must happen on the protobuf form, before conversion. In repeated
 /// fields NaN marks a missing reading and passes through as JSON null; infinities never do.
+/// It walks the encoded message with the descriptor instead of building a dynamic message:
+/// no allocation but the one encoding, and a field path only when something is refused.
 fn check_finite(p: &pb::TaskPayload) -> Result<(), GrpcStatus> {
-    use prost_reflect::{DynamicMessage, Value};
-    fn bad(path: &str, x: f64) -> GrpcStatus {
-        GrpcStatus::invalid_argument(format!("{path}: must be a finite number, got {x}"))
+    static DESC: std::sync::OnceLock<prost_reflect::MessageDescriptor> = std::sync::OnceLock::new();
+    let desc = DESC.get_or_init(|| {
+        descriptor_pool()
+            .get_message_by_name("heatmesh.v1.TaskPayload")
+            .expect("TaskPayload is in the descriptor set")
+    });
+    let bytes = prost::Message::encode_to_vec(p);
+    match finite::walk(desc, &bytes) {
+        Ok(()) => Ok(()),
+        Err(finite::Refusal::Malformed) => {
+            Err(GrpcStatus::invalid_argument("payload: cannot be decoded"))
+        }
+        Err(finite::Refusal::NotFinite { mut path, value }) => {
+            path.push("payload".into());
+            path.reverse();
+            Err(GrpcStatus::invalid_argument(format!(
+                "{}: must be a finite number, got {value}",
+                path.join(".")
+            )))
+        }
     }
-    fn walk(m: &DynamicMessage, path: &str) -> Result<(), GrpcStatus> {
-        for (fd, v) in m.fields() {
-            let here = format!("{path}.{}", fd.name());
-            match v {
-                Value::F64(x) if !x.is_finite() => return Err(bad(&here, *x)),
-                Value::F32(x) if !x.is_finite() => return Err(bad(&here, *x as f64)),
-                Value::Message(inner) => walk(inner, &here)?,
-                Value::List(items) => {
-                    for (i, item) in items.iter().enumerate() {
-                        let at = format!("{here}[{i}]");
-                        match item {
-                            Value::F64(x) if x.is_infinite() => return Err(bad(&at, *x)),
-                            Value::F32(x) if x.is_infinite() => return Err(bad(&at, *x as f64)),
-                            Value::Message(inner) => walk(inner, &at)?,
-                            _ => {}
+}
+
+/// The protobuf wire walk behind [`check_finite`].
+mod finite {
+    use prost_reflect::{Kind, MessageDescriptor};
+
+    /// Why a payload is refused; `path` is innermost first.
+    pub enum Refusal {
+        /// A number that must be finite is not.
+        NotFinite {
+            /// Field names (with `[i]` for list items), innermost first.
+            path: Vec<String>,
+            /// The number.
+            value: f64,
+        },
+        /// The bytes are not a valid encoding (cannot happen for a message prost encoded).
+        Malformed,
+    }
+
+    fn varint(b: &mut &[u8]) -> Result<u64, Refusal> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&byte, rest) = b.split_first().ok_or(Refusal::Malformed)?;
+            *b = rest;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(Refusal::Malformed)
+    }
+
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], Refusal> {
+        if b.len() < n {
+            return Err(Refusal::Malformed);
+        }
+        let (head, rest) = b.split_at(n);
+        *b = rest;
+        Ok(head)
+    }
+
+    /// Occurrences of field `number` in `msg` before byte `upto`: the list index of a
+    /// repeated field, computed only when a refusal needs it.
+    fn index_of(mut msg: &[u8], number: u32, upto: usize) -> usize {
+        let total = msg.len();
+        let mut n = 0;
+        while total - msg.len() < upto {
+            let Ok(key) = varint(&mut msg) else { break };
+            if (key >> 3) as u32 == number {
+                n += 1;
+            }
+            if skip(&mut msg, (key & 7) as u8).is_err() {
+                break;
+            }
+        }
+        n
+    }
+
+    fn skip(b: &mut &[u8], wire: u8) -> Result<(), Refusal> {
+        match wire {
+            0 => varint(b).map(|_| ()),
+            1 => take(b, 8).map(|_| ()),
+            2 => {
+                let n = varint(b)? as usize;
+                take(b, n).map(|_| ())
+            }
+            5 => take(b, 4).map(|_| ()),
+            _ => Err(Refusal::Malformed),
+        }
+    }
+
+    fn refuse(name: &str, at: Option<usize>, value: f64) -> Refusal {
+        let seg = match at {
+            Some(i) => format!("{name}[{i}]"),
+            None => name.to_string(),
+        };
+        Refusal::NotFinite {
+            path: vec![seg],
+            value,
+        }
+    }
+
+    /// Checks one encoded message of type `desc`.
+    pub fn walk(desc: &MessageDescriptor, msg: &[u8]) -> Result<(), Refusal> {
+        let mut b = msg;
+        while !b.is_empty() {
+            let start = msg.len() - b.len();
+            let key = varint(&mut b)?;
+            let (number, wire) = ((key >> 3) as u32, (key & 7) as u8);
+            let Some(fd) = desc.get_field(number) else {
+                skip(&mut b, wire)?;
+                continue;
+            };
+            let list = fd.is_list();
+            // NaN in a list is a missing reading; only infinities are refused there.
+            let bad = |x: f64| {
+                if list {
+                    x.is_infinite()
+                } else {
+                    !x.is_finite()
+                }
+            };
+            let at = || list.then(|| index_of(msg, number, start));
+            match (fd.kind(), wire) {
+                (Kind::Double, 1) => {
+                    let x = f64::from_le_bytes(take(&mut b, 8)?.try_into().expect("8 bytes"));
+                    if bad(x) {
+                        return Err(refuse(fd.name(), at(), x));
+                    }
+                }
+                (Kind::Float, 5) => {
+                    let x = f32::from_le_bytes(take(&mut b, 4)?.try_into().expect("4 bytes"));
+                    if bad(f64::from(x)) {
+                        return Err(refuse(fd.name(), at(), f64::from(x)));
+                    }
+                }
+                (Kind::Double, 2) | (Kind::Float, 2) => {
+                    let n = varint(&mut b)? as usize;
+                    let packed = take(&mut b, n)?;
+                    let width = if fd.kind() == Kind::Double { 8 } else { 4 };
+                    for (i, c) in packed.chunks(width).enumerate() {
+                        let x = if width == 8 {
+                            f64::from_le_bytes(c.try_into().map_err(|_| Refusal::Malformed)?)
+                        } else {
+                            f64::from(f32::from_le_bytes(
+                                c.try_into().map_err(|_| Refusal::Malformed)?,
+                            ))
+                        };
+                        if x.is_infinite() {
+                            return Err(refuse(fd.name(), Some(i), x));
                         }
                     }
                 }
-                _ => {}
+                (Kind::Message(inner), 2) => {
+                    let n = varint(&mut b)? as usize;
+                    let body = take(&mut b, n)?;
+                    if let Err(mut e) = walk(&inner, body) {
+                        if let Refusal::NotFinite { path, .. } = &mut e {
+                            let seg = match at() {
+                                Some(i) => format!("{}[{i}]", fd.name()),
+                                None => fd.name().to_string(),
+                            };
+                            path.push(seg);
+                        }
+                        return Err(e);
+                    }
+                }
+                _ => skip(&mut b, wire)?,
             }
         }
         Ok(())
     }
-    let desc = descriptor_pool()
-        .get_message_by_name("heatmesh.v1.TaskPayload")
-        .expect("TaskPayload is in the descriptor set");
-    let bytes = prost::Message::encode_to_vec(p);
-    let m = DynamicMessage::decode(desc, bytes.as_slice())
-        .map_err(|e| GrpcStatus::invalid_argument(format!("payload: cannot be decoded: {e}")))?;
-    walk(&m, "payload")
 }
 
 /// Unpacks a task payload; a missing request or a non-finite number names the field.
@@ -465,5 +606,57 @@ mod tests {
         .unwrap();
         let back = typed_from_json("GL-009", std::str::from_utf8(&d.json).unwrap());
         assert_eq!(back, Some(Request::Gl009HeatBalance(complete)));
+    }
+
+    fn refusal(m: pb::HeatBalanceRequest) -> Option<String> {
+        decode_payload(Some(pb::TaskPayload {
+            request: Some(Request::Gl009HeatBalance(m)),
+        }))
+        .err()
+        .map(|e| e.message().to_string())
+    }
+
+    #[test]
+    fn non_finite_numbers_are_refused_with_their_path() {
+        let flow = |kwh: f64, history: Vec<f64>| pb::EnergyFlow {
+            name: "f".into(),
+            energy_kwh: kwh,
+            history_kwh: history,
+            ..Default::default()
+        };
+        let base = pb::HeatBalanceRequest {
+            inputs: vec![flow(1.0, vec![]), flow(2.0, vec![1.0, f64::NAN])],
+            outputs: vec![flow(1.0, vec![])],
+            ..Default::default()
+        };
+        assert_eq!(
+            refusal(base.clone()),
+            None,
+            "NaN in a list is a missing reading"
+        );
+        let mut m = base.clone();
+        m.inputs[1].energy_kwh = f64::NAN;
+        assert_eq!(
+            refusal(m).as_deref(),
+            Some(
+                "payload.gl009_heat_balance.inputs[1].energy_kwh: must be a finite number, got NaN"
+            )
+        );
+        let mut m = base.clone();
+        m.inputs[1].history_kwh = vec![1.0, 2.0, f64::NEG_INFINITY];
+        assert_eq!(
+            refusal(m).as_deref(),
+            Some(
+                "payload.gl009_heat_balance.inputs[1].history_kwh[2]: must be a finite number, got -inf"
+            )
+        );
+        let mut m = base;
+        m.closure_threshold_pct = Some(f64::INFINITY);
+        assert_eq!(
+            refusal(m).as_deref(),
+            Some(
+                "payload.gl009_heat_balance.closure_threshold_pct: must be a finite number, got inf"
+            )
+        );
     }
 }
