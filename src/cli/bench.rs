@@ -196,6 +196,9 @@ struct RunFigures {
     latency: Option<(f64, f64)>,
 }
 
+/// Picks one phase's (tasks/s, p99 ms) from a run.
+type Pick = fn(&RunFigures) -> Option<(f64, f64)>;
+
 /// Reads `= N tasks/s` and `p99 X ms` from the phase lines both builds print.
 fn parse_run(out: &str) -> RunFigures {
     let grab = |line: &str| -> Option<(f64, f64)> {
@@ -275,7 +278,7 @@ fn compare(args: &TaskBenchArgs, other: &std::path::Path) -> anyhow::Result<()> 
             runs[i].push(f);
         }
     }
-    let med = |i: usize, pick: fn(&RunFigures) -> Option<(f64, f64)>, part: usize| {
+    let med = |i: usize, pick: Pick, part: usize| {
         median(
             runs[i]
                 .iter()
@@ -285,7 +288,7 @@ fn compare(args: &TaskBenchArgs, other: &std::path::Path) -> anyhow::Result<()> 
         )
     };
     println!("medians over {} rounds (this / other):", args.rounds.max(1));
-    let phases: [(&str, fn(&RunFigures) -> Option<(f64, f64)>); 2] = [
+    let phases: [(&str, Pick); 2] = [
         ("throughput", |f| f.throughput),
         ("latency phase", |f| f.latency),
     ];

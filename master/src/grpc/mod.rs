@@ -6,6 +6,7 @@ pub mod optimize;
 
 use crate::config::Config;
 use crate::ledger::Ledger;
+use crate::ledger::events::{FEED_QUEUE, Filter};
 use crate::scheduler::{ApiError, MasterMsg, NewTask};
 use crate::task::Status;
 use convert::*;
@@ -19,7 +20,6 @@ use ractor::{ActorRef, RpcReplyPort};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast::error::RecvError;
 use tonic::{Request, Response, Status as GrpcStatus};
 
 /// Longest deadline a task may ask for.
@@ -206,7 +206,7 @@ impl TaskService for Api {
     ) -> Result<Response<Self::WatchTaskStream>, GrpcStatus> {
         let id = parse_id("id", &req.get_ref().id)?;
         // Subscribe before reading, so no change between the read and the feed is missed.
-        let mut events = self.ledger.subscribe();
+        let mut events = self.ledger.watch(id);
         let first = self
             .current(id)
             .await?
@@ -220,13 +220,16 @@ impl TaskService for Api {
             }
             loop {
                 let rec = match events.recv().await {
-                    Ok(rec) if rec.id == id => (*rec).clone(),
-                    Ok(_) => continue,
-                    Err(RecvError::Lagged(_)) => match ledger.get(id) {
-                        Ok(Some(rec)) => rec,
-                        _ => return,
-                    },
-                    Err(RecvError::Closed) => return,
+                    Some(rec) => (*rec).clone(),
+                    None if events.lagged() => {
+                        // Cut off for not keeping up: resubscribe, then read what was missed.
+                        events = ledger.watch(id);
+                        match ledger.get(id) {
+                            Ok(Some(rec)) => rec,
+                            _ => return,
+                        }
+                    }
+                    None => return,
                 };
                 if rec.seq <= last_seq {
                     continue;
@@ -355,27 +358,18 @@ impl TaskService for Api {
         req: Request<pb::StreamEventsRequest>,
     ) -> Result<Response<Self::StreamEventsStream>, GrpcStatus> {
         let terminal_only = req.get_ref().terminal_only;
-        let mut events = self.ledger.subscribe();
+        let mut events = self.ledger.feed(Filter { terminal_only });
         let stream = async_stream(move |tx| async move {
-            loop {
-                match events.recv().await {
-                    Ok(rec) => {
-                        if terminal_only && !rec.status.is_terminal() {
-                            continue;
-                        }
-                        if tx.send(Ok(event_to_proto(&rec))).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(RecvError::Lagged(n)) => {
-                        let msg = format!(
-                            "event feed lagged: {n} events dropped; resubscribe and reconcile with ListTasks"
-                        );
-                        let _ = tx.send(Err(GrpcStatus::data_loss(msg))).await;
-                        return;
-                    }
-                    Err(RecvError::Closed) => return,
+            while let Some(rec) = events.recv().await {
+                if tx.send(Ok(event_to_proto(&rec))).await.is_err() {
+                    return;
                 }
+            }
+            if events.lagged() {
+                let msg = format!(
+                    "event feed lagged: this subscriber fell more than {FEED_QUEUE} events behind; resubscribe and reconcile with ListTasks"
+                );
+                let _ = tx.send(Err(GrpcStatus::data_loss(msg))).await;
             }
         });
         Ok(Response::new(stream))
