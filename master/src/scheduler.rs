@@ -345,19 +345,15 @@ impl MasterState {
         }
         self.bump_count(from, -1);
         self.bump_count(to, 1);
-        let mut done = done;
+        let mut applied: Option<Callback> = None;
         if to.is_terminal() {
-            // The task stays readable in memory until its terminal record is durable, so a
-            // read never falls back to an older ledger record.
+            // The task stays readable in memory until its terminal record is in the ledger's
+            // state, so a read never falls back to an older ledger record.
             let seq = self.seq;
             let retire = self.myself.clone();
-            let then = done.take();
-            done = Some(Box::new(move |r: Result<(), LedgerError>| {
+            applied = Some(Box::new(move |_: Result<(), LedgerError>| {
                 if let Some(m) = retire {
                     let _ = m.cast(MasterMsg::Retired(id, seq));
-                }
-                if let Some(f) = then {
-                    f(r);
                 }
             }));
             if to == Status::Failed {
@@ -369,8 +365,8 @@ impl MasterState {
                 metrics::histogram!("heatmesh_task_latency_seconds").record(secs);
             }
         }
-        self.write(
-            vec![
+        self.write(Commit {
+            ops: vec![
                 Op::Put(rec.clone()),
                 Op::Journal {
                     id,
@@ -378,13 +374,14 @@ impl MasterState {
                     entry,
                 },
             ],
-            vec![rec],
+            events: vec![rec],
             done,
-        );
+            applied,
+        });
     }
 
-    fn write(&self, ops: Vec<Op>, events: Vec<TaskRecord>, done: Option<Callback>) {
-        if let Err(e) = self.ledger.submit(Commit { ops, events, done }) {
+    fn write(&self, c: Commit) {
+        if let Err(e) = self.ledger.submit(c) {
             tracing::error!("ledger unavailable: {e}");
         }
     }
@@ -719,15 +716,14 @@ impl MasterState {
         p.link = None;
         p.status = "placing";
         let (spec, epoch) = (p.spec.clone(), p.epoch);
-        self.write(
-            vec![Op::Placement {
+        self.write(Commit {
+            ops: vec![Op::Placement {
                 plant: plant.to_string(),
                 node: node_id,
                 epoch,
             }],
-            vec![],
-            None,
-        );
+            ..Commit::default()
+        });
         let master = myself.clone();
         let sink = sink_for(myself);
         tokio::spawn(async move {
@@ -1089,7 +1085,12 @@ impl MasterState {
                 .map_err(ApiError::from),
             );
         });
-        self.write(ops, vec![rec], Some(done));
+        self.write(Commit {
+            ops,
+            events: vec![rec],
+            done: Some(done),
+            applied: None,
+        });
     }
 
     fn on_durable(&mut self, id: u64, r: Result<(), LedgerError>) {

@@ -85,12 +85,12 @@ fn kill9_child_writer() {
             ledger
                 .submit(Commit {
                     ops: vec![Op::Put(rec(id)), Op::Idem(format!("k{id}"), id)],
-                    events: Vec::new(),
                     done: Some(Box::new(move |r| {
                         if r.is_ok() {
                             let _ = tx.send(ack);
                         }
                     })),
+                    ..Commit::default()
                 })
                 .expect("ledger open");
         }

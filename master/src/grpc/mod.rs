@@ -222,8 +222,12 @@ impl TaskService for Api {
                 let rec = match events.recv().await {
                     Some(rec) => (*rec).clone(),
                     None if events.lagged() => {
-                        // Cut off for not keeping up: resubscribe, then read what was missed.
+                        // Cut off for not keeping up: resubscribe, then read what was missed
+                        // once everything published so far is in the ledger's state.
                         events = ledger.watch(id);
+                        if ledger.barrier().await.is_err() {
+                            return;
+                        }
                         match ledger.get(id) {
                             Ok(Some(rec)) => rec,
                             _ => return,

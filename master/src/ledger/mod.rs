@@ -2,10 +2,12 @@
 //!
 //! Writers hand [`Commit`]s to the log thread, which encodes everything queued into one
 //! record ([`codec`]), appends it to the log ([`wal`]) and waits for one fdatasync. Commits
-//! that arrive meanwhile form the next group. The synced group goes to the apply thread,
-//! which writes it to sled in one batch together with its LSN (`~applied`), publishes its
-//! events and only then runs each commit's callback. A task is acknowledged from that
-//! callback: it is in the log on disk, and every read that follows sees it.
+//! that arrive meanwhile form the next group. Once synced, the log thread publishes the
+//! group's events and runs each commit's `done` callback: a task is acknowledged there, in
+//! the log on disk. The group then goes to the apply thread, which writes every group
+//! synced meanwhile to sled in one batch with the last LSN (`~applied`) and runs the
+//! `applied` callbacks; reads that must see a change (barriers) wait for those. When apply
+//! falls behind, its batches grow and a task's successive records collapse into one write.
 //!
 //! sled is never flushed on that path. A checkpoint thread flushes it about once a second;
 //! log segments whose every record is then in sled's durable state are removed. On open,
@@ -96,17 +98,22 @@ pub enum Op {
     },
 }
 
-/// Called on the apply thread once the commit is durable and applied (or failed).
+/// Called once a commit is durable, or applied (or once it failed).
 pub type Callback = Box<dyn FnOnce(Result<(), LedgerError>) + Send>;
 
-/// A group of writes applied together, with what to do once durable.
+/// A group of writes applied together, with what to do once durable and once applied.
+#[derive(Default)]
 pub struct Commit {
     /// The writes.
     pub ops: Vec<Op>,
-    /// Task records to announce on the event feed once durable.
+    /// Task records to announce to watchers and feeds once durable.
     pub events: Vec<TaskRecord>,
-    /// Runs after the fdatasync that made these writes durable and their apply to sled.
+    /// Runs on the log thread right after the fdatasync that made these writes durable:
+    /// acknowledge here. The state store may not show the writes yet.
     pub done: Option<Callback>,
+    /// Runs on the apply thread once the writes are in the state store, so reads from the
+    /// ledger see them (barriers; dropping in-memory copies of finished tasks).
+    pub applied: Option<Callback>,
 }
 
 /// Tuning of the ledger; the defaults suit a master.
@@ -317,20 +324,20 @@ impl Ledger {
         // released, so the same directory can be opened again in this process (in-process
         // master crash drills).
         let (to_apply, applied_rx) = std::sync::mpsc::channel::<Synced>();
-        let (tick, ticks) = std::sync::mpsc::channel::<()>();
+        let (closing, closed) = std::sync::mpsc::channel::<()>();
         spawn("ledger-log", {
-            let pos = pos.clone();
-            move || log_loop(wal, rx, to_apply, &pos)
+            let (events, pos) = (events.clone(), pos.clone());
+            move || log_loop(wal, rx, to_apply, events, &pos)
         })?;
         spawn("ledger-apply", {
-            let (state, events, pos) = (state.clone(), events.clone(), pos.clone());
-            move || apply_loop(state, events, applied_rx, tick, &pos)
+            let (state, pos) = (state.clone(), pos.clone());
+            move || apply_loop(state, applied_rx, closing, &pos)
         })?;
         spawn("ledger-checkpoint", {
             let db = db.clone();
             let every = opts.checkpoint_every;
             let pos = pos.clone();
-            move || checkpoint_loop(db, ticks, every, &pos)
+            move || checkpoint_loop(db, closed, every, &pos)
         })?;
         Ok(Ledger {
             db,
@@ -363,11 +370,10 @@ impl Ledger {
     pub async fn barrier(&self) -> Result<(), LedgerError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.submit(Commit {
-            ops: Vec::new(),
-            events: Vec::new(),
-            done: Some(Box::new(move |r| {
+            applied: Some(Box::new(move |r| {
                 let _ = tx.send(r);
             })),
+            ..Commit::default()
         })?;
         rx.await.map_err(|_| LedgerError::Closed)?
     }
@@ -400,7 +406,7 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), LedgerErro
 /// A group that went through the log: its LSN and payload when it wrote anything.
 struct Synced {
     record: Option<(u64, Vec<u8>)>,
-    commits: Vec<Commit>,
+    applied: Vec<Callback>,
     result: Result<(), LedgerError>,
 }
 
@@ -411,6 +417,7 @@ fn log_loop(
     mut wal: Wal,
     mut rx: mpsc::UnboundedReceiver<Commit>,
     to_apply: std::sync::mpsc::Sender<Synced>,
+    events: events::Hub,
     pos: &Positions,
 ) {
     let mut purged_through = pos.checkpointed.load(Ordering::Acquire);
@@ -450,10 +457,20 @@ fn log_loop(
             st.bytes += p.len() as u64;
             let _ = st.commit_us.record(micros(took));
         }
+        let mut applied = Vec::new();
+        for c in commits {
+            if result.is_ok() && !c.events.is_empty() {
+                events.publish(c.events);
+            }
+            if let Some(done) = c.done {
+                done(result.clone());
+            }
+            applied.extend(c.applied);
+        }
         if to_apply
             .send(Synced {
                 record,
-                commits,
+                applied,
                 result,
             })
             .is_err()
@@ -475,9 +492,8 @@ fn log_loop(
 
 fn apply_loop(
     state: sled::Tree,
-    events: events::Hub,
     rx: std::sync::mpsc::Receiver<Synced>,
-    tick: std::sync::mpsc::Sender<()>,
+    closing: std::sync::mpsc::Sender<()>,
     pos: &Positions,
 ) {
     // After one failed apply, sled and the log disagree until a restart replays the log:
@@ -526,36 +542,29 @@ fn apply_loop(
         };
         for g in ready.drain(..) {
             let result = g.result.and(applied.clone());
-            for c in g.commits {
-                if result.is_ok() && !c.events.is_empty() {
-                    events.publish(c.events);
-                }
-                if let Some(done) = c.done {
-                    done(result.clone());
-                }
+            for f in g.applied {
+                f(result.clone());
             }
         }
-        let _ = tick.send(());
     }
+    // Dropping `closing` tells the checkpoint thread to take its last checkpoint and exit.
+    drop(closing);
 }
 
 fn checkpoint_loop(
     db: sled::Db,
-    ticks: std::sync::mpsc::Receiver<()>,
+    closing: std::sync::mpsc::Receiver<()>,
     every: Duration,
     pos: &Positions,
 ) {
     use std::sync::mpsc::RecvTimeoutError;
-    let mut last = Instant::now();
     loop {
-        let closed = match ticks.recv_timeout(every) {
-            Ok(()) => false,
-            Err(RecvTimeoutError::Timeout) => false,
-            Err(RecvTimeoutError::Disconnected) => true,
-        };
-        if !closed && last.elapsed() < every {
-            continue;
-        }
+        // Nothing is ever sent: the wait ends at the interval, or at once when the apply
+        // thread exits and drops the sender.
+        let closed = matches!(
+            closing.recv_timeout(every),
+            Err(RecvTimeoutError::Disconnected)
+        );
         let applied = pos.applied.load(Ordering::Acquire);
         if applied > pos.checkpointed.load(Ordering::Acquire) {
             let started = Instant::now();
@@ -568,7 +577,6 @@ fn checkpoint_loop(
                 Err(e) => tracing::error!("ledger: checkpoint flush failed: {e}"),
             }
         }
-        last = Instant::now();
         if closed {
             return;
         }
@@ -661,10 +669,11 @@ impl Ledger {
                 node: node.to_string(),
                 epoch,
             }],
-            events: Vec::new(),
-            done: Some(Box::new(move |r| {
+            // Applied, not only durable: the next attach reads the epoch from the state.
+            applied: Some(Box::new(move |r| {
                 let _ = tx.send(r);
             })),
+            ..Commit::default()
         })?;
         rx.recv().map_err(|_| LedgerError::Closed)??;
         Ok(epoch)
@@ -719,10 +728,10 @@ mod tests {
         let (tx, rx) = tokio::sync::oneshot::channel();
         l.submit(Commit {
             ops,
-            events: Vec::new(),
-            done: Some(Box::new(move |r| {
+            applied: Some(Box::new(move |r| {
                 let _ = tx.send(r);
             })),
+            ..Commit::default()
         })?;
         rx.await.map_err(|_| LedgerError::Closed)?
     }
