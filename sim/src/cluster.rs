@@ -118,9 +118,29 @@ impl Cluster {
             {
                 return ch;
             }
-            assert!(Instant::now() < end, "master not reachable");
+            assert!(
+                Instant::now() < end,
+                "master not reachable; the end of its newest log:\n{}",
+                self.newest_master_log_tail(20)
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The last `n` lines of the most recently started master's log (for failure messages).
+    pub fn newest_master_log_tail(&self, n: usize) -> String {
+        let newest = std::fs::read_dir(self.dir.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("master-"))
+            .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok());
+        let Some(e) = newest else {
+            return "(no master log)".into();
+        };
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
     /// Waits until every plant runs on the expected node.
