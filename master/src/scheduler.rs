@@ -301,7 +301,7 @@ impl MasterState {
     }
 
     /// Applies a state change to an active task and journals it. Terminal tasks leave the
-    /// active set. `done` runs once the change is durable.
+    /// active set. `done` runs once the change is in the ledger's state (readable).
     fn transition(&mut self, id: u64, to: Status, detail: String, done: Option<Callback>) {
         self.transition_by(id, to, detail, done, None);
     }
@@ -345,15 +345,21 @@ impl MasterState {
         }
         self.bump_count(from, -1);
         self.bump_count(to, 1);
-        let mut applied: Option<Callback> = None;
+        // `done` reads the change back from the ledger (an operator's answer), so it runs
+        // once the change is applied, not merely durable.
+        let mut applied = done;
         if to.is_terminal() {
             // The task stays readable in memory until its terminal record is in the ledger's
             // state, so a read never falls back to an older ledger record.
             let seq = self.seq;
             let retire = self.myself.clone();
-            applied = Some(Box::new(move |_: Result<(), LedgerError>| {
+            let then = applied.take();
+            applied = Some(Box::new(move |r: Result<(), LedgerError>| {
                 if let Some(m) = retire {
                     let _ = m.cast(MasterMsg::Retired(id, seq));
+                }
+                if let Some(f) = then {
+                    f(r);
                 }
             }));
             if to == Status::Failed {
@@ -375,7 +381,7 @@ impl MasterState {
                 },
             ],
             events: vec![rec],
-            done,
+            done: None,
             applied,
         });
     }
