@@ -279,6 +279,11 @@ impl TaskService for Api {
         } else {
             Some(registry::canonical_id(&req.agent_kind))
         };
+        // Every task acknowledged before this call is in the state the scan reads.
+        self.ledger
+            .barrier()
+            .await
+            .map_err(|e| GrpcStatus::unavailable(e.to_string()))?;
         let mut tasks = Vec::new();
         let mut last = None;
         let mut more = false;
