@@ -135,6 +135,34 @@ pub struct TaskRecord {
     pub seq: u64,
 }
 
+impl TaskRecord {
+    /// A task just accepted: pending, normal priority, never dispatched, three attempts;
+    /// override the rest with struct-update syntax.
+    pub fn pending(id: u64, plant_id: &str, agent_kind: &str, payload: String) -> TaskRecord {
+        TaskRecord {
+            id,
+            plant_id: plant_id.into(),
+            agent_kind: agent_kind.into(),
+            payload,
+            priority: Priority::Normal,
+            status: Status::Pending,
+            attempt: 0,
+            failures: 0,
+            max_attempts: 3,
+            epoch: 0,
+            node: String::new(),
+            agent: String::new(),
+            idempotency_key: None,
+            created_us: 0,
+            updated_us: 0,
+            deadline_us: None,
+            result: None,
+            error: None,
+            seq: 0,
+        }
+    }
+}
+
 /// One journaled transition, stored under (task id, seq) in the `journal` tree.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Transition {

@@ -9,7 +9,7 @@
 //! and that the next child continues from there.
 
 use heatmesh_master::ledger::{Commit, Ledger, Op};
-use heatmesh_master::task::{Priority, Status, TaskRecord};
+use heatmesh_master::task::TaskRecord;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -20,25 +20,16 @@ const CHILD: &str = "HEATMESH_KILL9_CHILD";
 
 fn rec(id: u64) -> TaskRecord {
     TaskRecord {
-        id,
-        plant_id: "Plant-001".into(),
-        agent_kind: "GL-009".into(),
-        payload: format!(r#"{{"inputs":[{{"name":"fuel","energy_kwh":{id}}}]}}"#),
-        priority: Priority::Normal,
-        status: Status::Pending,
-        attempt: 0,
-        failures: 0,
-        max_attempts: 3,
-        epoch: 0,
-        node: String::new(),
-        agent: String::new(),
         idempotency_key: Some(format!("k{id}")),
         created_us: id,
         updated_us: id,
-        deadline_us: None,
-        result: None,
-        error: None,
         seq: id,
+        ..TaskRecord::pending(
+            id,
+            "Plant-001",
+            "GL-009",
+            format!(r#"{{"inputs":[{{"name":"fuel","energy_kwh":{id}}}]}}"#),
+        )
     }
 }
 

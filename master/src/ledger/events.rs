@@ -172,29 +172,13 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::task::{Priority, Status};
+    use crate::task::Status;
 
     fn rec(id: u64, status: Status) -> TaskRecord {
         TaskRecord {
-            id,
-            plant_id: "P".into(),
-            agent_kind: "GL-009".into(),
-            payload: "{}".into(),
-            priority: Priority::Normal,
             status,
-            attempt: 0,
-            failures: 0,
-            max_attempts: 3,
-            epoch: 0,
-            node: String::new(),
-            agent: String::new(),
-            idempotency_key: None,
-            created_us: 0,
-            updated_us: 0,
-            deadline_us: None,
-            result: None,
-            error: None,
             seq: id,
+            ..TaskRecord::pending(id, "P", "GL-009", "{}".into())
         }
     }
 

@@ -694,29 +694,14 @@ fn decode_task(kv: sled::Result<(sled::IVec, sled::IVec)>) -> Result<TaskRecord,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::task::{Priority, Status};
 
     fn rec(id: u64) -> TaskRecord {
         TaskRecord {
-            id,
-            plant_id: "Plant-001".into(),
-            agent_kind: "GL-009".into(),
-            payload: format!(r#"{{"n":{id}}}"#),
-            priority: Priority::Normal,
-            status: Status::Pending,
-            attempt: 0,
-            failures: 0,
-            max_attempts: 3,
-            epoch: 0,
-            node: String::new(),
-            agent: String::new(),
             idempotency_key: Some(format!("key-{id}")),
             created_us: id,
             updated_us: id,
-            deadline_us: None,
-            result: None,
-            error: None,
             seq: id,
+            ..TaskRecord::pending(id, "Plant-001", "GL-009", format!(r#"{{"n":{id}}}"#))
         }
     }
 
