@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/heatmesh/v1/mesh.proto",
         "proto/heatmesh/v1/node.proto",
         "proto/heatmesh/v1/optimize.proto",
+        "proto/heatmesh/v1/readings.proto",
     ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");

@@ -1,5 +1,6 @@
 //! `heatmesh`: the process-heat mesh. Runs the mesh (`up`, `demo`), talks to a running one
-//! (`submit`, `task`, `tasks`, `agents`, `plants`, `nodes`), runs calculations directly
+//! (`submit`, `task`, `tasks`, `agents`, `plants`, `nodes`), takes plant data in and out
+//! (`ingest`, `readings`, `meters`), runs calculations directly
 //! (`calc`), runs the GL-001 heat-distribution optimizer (`optimize`), measures it
 //! (`bench`) and rehearses failures (`drill`).
 
@@ -65,6 +66,12 @@ enum Command {
     Plants(cli::client::JsonFlag),
     /// List nodes.
     Nodes(cli::client::JsonFlag),
+    /// Import historian CSV files (a file or a folder) as a plant's readings.
+    Ingest(cli::readings::IngestArgs),
+    /// Show one meter's readings over a time window (table, `--csv` or `--json`).
+    Readings(cli::readings::ReadingsArgs),
+    /// List the configured meters with their source and address.
+    Meters(cli::readings::MetersArgs),
     /// Run a calculation directly (no mesh) and print its JSON result.
     Calc(cli::calc::CalcArgs),
     /// GL-001 heat distribution: solve a scenario file here (`--scenario`), or the running
@@ -132,6 +139,9 @@ fn main() -> ExitCode {
             Command::Agents(a) => cli::client::agents(&addr, a).await,
             Command::Plants(a) => cli::client::plants(&addr, a).await,
             Command::Nodes(a) => cli::client::nodes(&addr, a).await,
+            Command::Ingest(a) => cli::readings::ingest(&addr, a).await,
+            Command::Readings(a) => cli::readings::readings(&addr, a).await,
+            Command::Meters(a) => cli::readings::meters(&addr, a).await,
             Command::Calc(a) => cli::calc::run(a),
             Command::Optimize(a) => cli::optimize::run(&addr, a).await,
             Command::Bench(a) => cli::bench::run(a).await,

@@ -5,7 +5,8 @@
 //! the plant supervisor and [`actor`] the thin actor serving one kind.
 
 pub mod actor;
-pub mod calc;
+/// The pure calculations, re-exported so `heatmesh_agents::calc::...` paths keep working.
+pub use heatmesh_calc as calc;
 pub mod fault;
 pub mod messages;
 pub mod plant;

@@ -158,4 +158,25 @@ mod tests {
         let err = (lookup("GL-014").unwrap().validate_json)(br#"{"mode":"lmtd"}"#).unwrap_err();
         assert_eq!(err.field(), Some("payload"));
     }
+
+    #[test]
+    fn example_request_runs_through_the_registry() {
+        let kind = lookup("gl012").unwrap();
+        assert_eq!((kind.id, kind.name), ("GL-012", "SteamSystem"));
+        let example = include_bytes!("../../examples/calc/gl-012.json");
+        (kind.validate_json)(example).unwrap();
+        let out: serde_json::Value =
+            serde_json::from_slice(&(kind.run_json)(example).unwrap()).unwrap();
+        let req: crate::calc::gl012_steam::SteamRequest = serde_json::from_slice(example).unwrap();
+        let want = crate::calc::gl012_steam::props_pt(
+            req.pressure_mpa.unwrap(),
+            req.temperature_k.unwrap(),
+        )
+        .unwrap();
+        assert_eq!(out["mode"], "pt");
+        assert_eq!(out["state"]["enthalpy_kj_kg"], want.enthalpy_kj_kg);
+        assert_eq!(out["state"]["phase"], "vapour");
+        let err = (kind.run_json)(br#"{"mode":"pt","pressure_mpa":1}"#).unwrap_err();
+        assert_eq!(err.field(), Some("temperature_k"));
+    }
 }

@@ -6,6 +6,7 @@
 
 use crate::optimize::{FieldError, Link, Options, Plant, Scenario, Unit};
 use heatmesh_agents::{PlantSpec, RestartPolicy, registry};
+use heatmesh_ingest::PlantFeeds;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -261,6 +262,32 @@ pub struct Config {
     pub plants: Vec<PlantSpec>,
     /// GL-001 heat-distribution data (fleet-wide part; per-plant parts in `[plants.heat]`).
     pub heat: HeatConfig,
+    /// Each plant's `[[plants.sources]]` and `[[plants.meters]]`, by plant id (plants without
+    /// meters are absent); read from the plant tables.
+    #[serde(skip)]
+    pub feeds: BTreeMap<String, PlantFeeds>,
+    /// Plant data: what the master accepts as readings.
+    pub readings: ReadingsConfig,
+}
+
+/// Limits on readings, checked before anything reaches the ledger.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReadingsConfig {
+    /// Most readings in one IngestReadings message.
+    pub max_batch: usize,
+    /// A reading timestamped further ahead of the master's clock than this is refused
+    /// (a source clock that is wrong), ms.
+    pub max_future_ms: u64,
+}
+
+impl Default for ReadingsConfig {
+    fn default() -> Self {
+        ReadingsConfig {
+            max_batch: 50_000,
+            max_future_ms: 10 * 60 * 1000,
+        }
+    }
 }
 
 impl Default for Config {
@@ -278,6 +305,8 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             plants: Vec::new(),
             heat: HeatConfig::default(),
+            feeds: BTreeMap::new(),
+            readings: ReadingsConfig::default(),
         }
     }
 }
@@ -306,10 +335,12 @@ impl Config {
             set_path(&mut value, &parts, parsed);
         }
         let plant_heat = take_plant_heat(&mut value)?;
+        let feeds = take_plant_feeds(&mut value)?;
         let mut cfg: Config = toml::Value::Table(value)
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
         cfg.heat.plants = plant_heat;
+        cfg.feeds = feeds;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -396,6 +427,9 @@ impl Config {
         }
         if self.node_id.trim().is_empty() {
             return Err(invalid("node_id", "must not be empty"));
+        }
+        if self.readings.max_batch == 0 {
+            return Err(invalid("readings.max_batch", "must be >= 1"));
         }
         self.validate_heat()
     }
@@ -546,6 +580,61 @@ fn take_plant_heat(value: &mut toml::Table) -> Result<BTreeMap<String, PlantHeat
     Ok(out)
 }
 
+/// Removes each plant's `sources` and `meters` arrays from the raw configuration, parses
+/// each entry under its own key and validates the plant's feeds.
+fn take_plant_feeds(value: &mut toml::Table) -> Result<BTreeMap<String, PlantFeeds>, ConfigError> {
+    let mut out = BTreeMap::new();
+    let Some(toml::Value::Array(plants)) = value.get_mut("plants") else {
+        return Ok(out);
+    };
+    for (i, p) in plants.iter_mut().enumerate() {
+        let toml::Value::Table(t) = p else { continue };
+        let key = format!("plants[{i}]");
+        let mut feeds = PlantFeeds {
+            sources: parse_entries(t.remove("sources"), &format!("{key}.sources"))?,
+            meters: parse_entries(t.remove("meters"), &format!("{key}.meters"))?,
+        };
+        if feeds.sources.is_empty() && feeds.meters.is_empty() {
+            continue;
+        }
+        let Some(id) = t.get("id").and_then(|v| v.as_str()).map(str::to_string) else {
+            continue; // the plant itself fails to parse with a clearer message
+        };
+        feeds.validate(&key).map_err(|e| ConfigError::Invalid {
+            key: e.key,
+            rule: e.rule,
+        })?;
+        out.insert(id, feeds);
+    }
+    Ok(out)
+}
+
+/// Parses an array of tables entry by entry, so an error names `key[j].field`.
+fn parse_entries<T: serde::de::DeserializeOwned>(
+    v: Option<toml::Value>,
+    key: &str,
+) -> Result<Vec<T>, ConfigError> {
+    let Some(v) = v else { return Ok(Vec::new()) };
+    let toml::Value::Array(items) = v else {
+        return Err(invalid(key, "must be an array of tables ([[...]])"));
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(j, item)| {
+            item.try_into().map_err(|e: toml::de::Error| {
+                // toml ends its message with "in `a.b`" naming the field within the entry.
+                let msg = e.to_string().trim().to_string();
+                let (rule, field) = match msg.rsplit_once("\nin `") {
+                    Some((rule, f)) => (rule.to_string(), format!(".{}", f.trim_end_matches('`'))),
+                    None => (msg, String::new()),
+                };
+                invalid(format!("{key}[{j}]{field}"), rule)
+            })
+        })
+        .collect()
+}
+
 fn set_path(table: &mut toml::Table, path: &[String], v: toml::Value) {
     match path {
         [] => {}
@@ -691,6 +780,42 @@ mod tests {
                 .unwrap()
                 .fleet_heat()
                 .is_none()
+        );
+    }
+
+    #[test]
+    fn meter_errors_name_the_config_key() {
+        let check = |extra: &str, key: &str, rule: &str| {
+            let text = SAMPLE_FLEET.replacen(
+                "balance_threshold_pct = 5.0\n",
+                &format!("balance_threshold_pct = 5.0\n{extra}\n"),
+                1,
+            );
+            let e = Config::from_toml_with_env(&text, no_env())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("`{key}`")) && e.contains(rule), "{e}");
+        };
+        let meter = |body: &str| format!("[[plants.meters]]\nid = \"x\"\n{body}");
+        check(
+            &meter("quantity = \"flux\"\nunit = \"kW\""),
+            "plants[0].meters[0].quantity",
+            "unknown variant `flux`",
+        );
+        check(
+            &meter("quantity = \"power\"\nunit = \"kW\"\ncolour = 1"),
+            "plants[0].meters[0]",
+            "unknown field `colour`",
+        );
+        check(
+            "[[plants.sources]]\nid = \"plc\"\nkind = \"modbus\"\nendpoint = \"localhost\"",
+            "plants[0].sources[0].endpoint",
+            "must be host:port",
+        );
+        check(
+            &meter("quantity = \"power\"\nunit = \"kW\"\nsource = \"dcs\""),
+            "plants[0].meters[0].source",
+            "no source \"dcs\"",
         );
     }
 }

@@ -13,6 +13,7 @@ pub mod heat_dispatch;
 pub mod ledger;
 pub mod optimize;
 pub mod procstat;
+pub mod readings;
 pub mod scheduler;
 pub mod server;
 pub mod task;

@@ -1,9 +1,10 @@
-//! Wires a running mesh: ledger, in-process node, master actor, gRPC server (task, mesh and
-//! optimization APIs, health, reflection) and the metrics/health HTTP endpoint.
+//! Wires a running mesh: ledger, in-process node, master actor, gRPC server (task, mesh,
+//! optimization and reading APIs, health, reflection) and the metrics/health HTTP endpoint.
 
 use crate::config::Config;
 use crate::grpc::Api;
 use crate::grpc::optimize::OptimizerApi;
+use crate::grpc::readings::ReadingApi;
 use crate::ledger::{Ledger, LedgerError};
 use crate::scheduler::{Master, MasterArgs, MasterMsg};
 use heatmesh_agents::fault::FaultTable;
@@ -12,6 +13,7 @@ use heatmesh_mesh::{LocalNode, NodeAgentArgs, NodeLink};
 use heatmesh_proto::v1::mesh_service_server::MeshServiceServer;
 use heatmesh_proto::v1::node_service_server::NodeServiceServer;
 use heatmesh_proto::v1::optimization_service_server::OptimizationServiceServer;
+use heatmesh_proto::v1::reading_service_server::ReadingServiceServer;
 use heatmesh_proto::v1::task_service_server::TaskServiceServer;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use ractor::{Actor, ActorRef};
@@ -184,6 +186,13 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningMesh, St
     health_reporter
         .set_serving::<OptimizationServiceServer<OptimizerApi>>()
         .await;
+    health_reporter
+        .set_serving::<ReadingServiceServer<ReadingApi>>()
+        .await;
+    let readings = ReadingApi::new(
+        crate::readings::Readings::new(ledger.clone(), &config),
+        api.config.clone(),
+    );
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(heatmesh_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -209,6 +218,9 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningMesh, St
         .add_service(
             OptimizationServiceServer::new(OptimizerApi::new(api.clone()))
                 .max_decoding_message_size(MAX_DECODE_BYTES),
+        )
+        .add_service(
+            ReadingServiceServer::new(readings).max_decoding_message_size(MAX_DECODE_BYTES),
         )
         .add_service(health)
         .add_service(reflection);

@@ -11,5 +11,6 @@ pub mod loadtest;
 pub mod mesh;
 pub mod node;
 pub mod optimize;
+pub mod readings;
 pub mod table;
 pub mod up;

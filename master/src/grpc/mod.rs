@@ -1,8 +1,10 @@
-//! gRPC services: TaskService and MeshService here, OptimizationService in [`optimize`].
+//! gRPC services: TaskService and MeshService here, OptimizationService in [`optimize`],
+//! ReadingService in [`readings`].
 //! Validation happens here, before anything reaches the master actor or the ledger.
 
 pub mod convert;
 pub mod optimize;
+pub mod readings;
 
 use crate::config::Config;
 use crate::ledger::Ledger;

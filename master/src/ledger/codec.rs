@@ -54,6 +54,31 @@ pub fn placement_key(plant: &str) -> Vec<u8> {
     prefixed(b'P', plant.as_bytes())
 }
 
+/// Reading key: `R` + plant length (u16) + plant + meter length (u8) + meter + source
+/// timestamp (u64 big-endian, microseconds), so one meter's readings sort by time.
+pub fn reading_key(plant: &str, meter: &str, time_us: i64) -> Vec<u8> {
+    let mut k = reading_prefix(plant, meter);
+    k.extend_from_slice(&(time_us.max(0) as u64).to_be_bytes());
+    k
+}
+
+/// The key prefix shared by one meter's readings.
+pub fn reading_prefix(plant: &str, meter: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(4 + plant.len() + meter.len() + 8);
+    k.push(b'R');
+    k.extend_from_slice(&(plant.len().min(u16::MAX as usize) as u16).to_be_bytes());
+    k.extend_from_slice(plant.as_bytes());
+    k.push(meter.len().min(u8::MAX as usize) as u8);
+    k.extend_from_slice(meter.as_bytes());
+    k
+}
+
+/// The source timestamp at the end of a reading key.
+pub fn reading_time(k: &[u8]) -> Option<i64> {
+    let t: [u8; 8] = k.get(k.len().checked_sub(8)?..)?.try_into().ok()?;
+    Some(u64::from_be_bytes(t) as i64)
+}
+
 /// Encodes a value for the state store.
 pub fn value<T: serde::Serialize>(v: &T) -> Vec<u8> {
     // Records are plain structs of strings, integers and enums: postcard cannot fail on
@@ -73,6 +98,21 @@ pub fn show_key(k: &[u8]) -> String {
             let id = u64::from_be_bytes(k[1..9].try_into().expect("8 bytes"));
             format!("{}{id}", k[0] as char)
         }
+        Some(b'R') => match (k.get(1..3), reading_time(k)) {
+            (Some(n), Some(t)) => {
+                let n = u16::from_be_bytes([n[0], n[1]]) as usize;
+                let plant = k
+                    .get(3..3 + n)
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default();
+                let meter = k
+                    .get(4 + n..k.len() - 8)
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default();
+                format!("R{plant}/{meter}@{t}")
+            }
+            _ => format!("R{}", String::from_utf8_lossy(&k[1..])),
+        },
         Some(&t) => format!("{}{}", t as char, String::from_utf8_lossy(&k[1..])),
         None => "(empty key)".into(),
     }
@@ -96,6 +136,15 @@ pub fn encode(op: &Op, out: &mut Vec<u8>) {
             put(out, &placement_key(plant), &value(&(node, epoch)))
         }
         Op::NodeEpoch { node, epoch } => put(out, &node_epoch_key(node), &epoch.to_be_bytes()),
+        Op::Reading {
+            plant,
+            reading,
+            stored,
+        } => put(
+            out,
+            &reading_key(plant, &reading.meter, reading.time_us),
+            &value(stored),
+        ),
     }
 }
 

@@ -18,8 +18,9 @@
 //!
 //! Keys in the one `state` tree (one tree, because sled makes a batch atomic only within a
 //! tree): `T`+id -> [`TaskRecord`], `J`+id+seq -> [`Transition`], `I`+key -> id,
-//! `P`+plant -> (node, epoch), `E`+node -> last node epoch, `~applied`, `~format`. Values
-//! are postcard. Only the master writes; the gRPC read paths use the read-only methods.
+//! `P`+plant -> (node, epoch), `E`+node -> last node epoch, `R`+plant+meter+source time ->
+//! reading ([`codec::reading_key`]), `~applied`, `~format`. Values are postcard. Only the
+//! master writes; the gRPC read paths use the read-only methods.
 
 pub mod codec;
 pub mod events;
@@ -95,6 +96,15 @@ pub enum Op {
         node: String,
         /// Epoch.
         epoch: u64,
+    },
+    /// Record a reading the ledger does not hold yet (the caller deduplicates).
+    Reading {
+        /// Plant id.
+        plant: std::sync::Arc<str>,
+        /// Meter and source timestamp (the key); `reading.raw` is also in `stored`.
+        reading: heatmesh_ingest::Reading,
+        /// What is kept.
+        stored: heatmesh_ingest::reading::Stored,
     },
 }
 
@@ -677,6 +687,41 @@ impl Ledger {
         })?;
         rx.recv().map_err(|_| LedgerError::Closed)??;
         Ok(epoch)
+    }
+
+    /// One reading, by meter and source timestamp.
+    pub fn reading(
+        &self,
+        plant: &str,
+        meter: &str,
+        time_us: i64,
+    ) -> Result<Option<heatmesh_ingest::reading::Stored>, LedgerError> {
+        let k = codec::reading_key(plant, meter, time_us);
+        match self.state.get(&k)? {
+            Some(v) => codec::decode(&k, &v)
+                .map(Some)
+                .map_err(LedgerError::Corrupt),
+            None => Ok(None),
+        }
+    }
+
+    /// One meter's readings with source timestamps in `[from_us, to_us)`, oldest first.
+    pub fn readings(
+        &self,
+        plant: &str,
+        meter: &str,
+        from_us: i64,
+        to_us: i64,
+    ) -> impl Iterator<Item = Result<(i64, heatmesh_ingest::reading::Stored), LedgerError>> + '_
+    {
+        let lo = codec::reading_key(plant, meter, from_us);
+        let hi = codec::reading_key(plant, meter, to_us.max(from_us));
+        self.state.range(lo..hi).map(|kv| {
+            let (k, v) = kv?;
+            let t = codec::reading_time(&k).unwrap_or(0);
+            let s = codec::decode(&k, &v).map_err(LedgerError::Corrupt)?;
+            Ok((t, s))
+        })
     }
 
     /// Flushes sled synchronously (used at shutdown, so the next open replays nothing).

@@ -777,8 +777,8 @@ mod tests {
     #[test]
     fn direct_method_takes_enthalpies_from_if97() {
         // 4 MPa / 673.15 K steam and 5 MPa / 378.15 K feedwater, enthalpies by IF97.
-        let hs = crate::calc::gl012_steam::enthalpy_pt(4.0, 673.15).unwrap();
-        let hw = crate::calc::gl012_steam::enthalpy_pt(5.0, 378.15).unwrap();
+        let hs = crate::gl012_steam::enthalpy_pt(4.0, 673.15).unwrap();
+        let hw = crate::gl012_steam::enthalpy_pt(5.0, 378.15).unwrap();
         assert!(
             (hs - 3213.5).abs() < 1.0 && (hw - 444.2).abs() < 1.0,
             "{hs} {hw}"

@@ -1,4 +1,7 @@
-//! Pure process-heat calculations, one module per agent kind.
+//! heatmesh-calc: pure process-heat calculations, one module per agent kind.
+//!
+//! A crate of its own so the compiler keeps it pure: its only dependencies are serde,
+//! serde_json and thiserror, so no actor, runtime, protobuf or I/O can creep in.
 //!
 //! Every module here holds its request type, its validation, its calculation and its result
 //! type side by side. Nothing in `calc` knows about actors, protobuf, files or clocks: a
@@ -106,7 +109,7 @@ pub fn in_range(field: &str, value: f64, lo: f64, hi: f64) -> Result<f64, CalcEr
 /// A calculation served by one agent kind: a typed request in, a typed result out.
 ///
 /// Implementations live one per file in this module; registering one in
-/// [`crate::registry`] is all it takes for the mesh to serve it.
+/// `heatmesh_agents::registry` is all it takes for the mesh to serve it.
 pub trait Calculation {
     /// The agent id operators use, e.g. `GL-009`.
     const KIND: &'static str;

@@ -1672,7 +1672,7 @@ mod tests {
     #[test]
     fn example_request_runs() {
         let req: HeatBalanceRequest =
-            serde_json::from_str(include_str!("../../../examples/calc/gl-009.json")).unwrap();
+            serde_json::from_str(include_str!("../../examples/calc/gl-009.json")).unwrap();
         let r = HeatBalance::run(&req).unwrap();
         assert!(r.second_law_efficiency_pct.is_some());
         assert!(!r.data_quality.outliers.is_empty());

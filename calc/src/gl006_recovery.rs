@@ -320,7 +320,7 @@ impl Calculation for HeatRecovery {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::calc::gl014_exchanger::{ExchangerRequest, HeatExchanger};
+    use crate::gl014_exchanger::{ExchangerRequest, HeatExchanger};
     use proptest::prelude::*;
 
     /// Boiler flue gas 5 kg/s, cp 1100 J/(kg K), 250 C, heating 105 C feedwater with 20 K

@@ -1,0 +1,264 @@
+//! ReadingService: readings in (IngestReadings), out (QueryReadings), and the meters they
+//! belong to (ListMeters). Conversion and validation of the wire form happen here; the rules
+//! on readings themselves are [`crate::readings`]'s.
+
+use super::convert::ts;
+use crate::config::Config;
+use crate::readings::{IngestError, Outcome, Readings};
+use crate::task::now_us;
+use heatmesh_ingest::meter::SourceSpec;
+use heatmesh_ingest::reading::Stored;
+use heatmesh_ingest::{Quality, Reading};
+use heatmesh_proto::v1 as pb;
+use pb::reading_service_server::ReadingService;
+use std::sync::Arc;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Most readings one QueryReadings answer carries.
+const MAX_QUERY: usize = 100_000;
+/// Batches of one stream on their way to the ledger at once; more wait, so a fast client
+/// cannot queue unbounded memory.
+const IN_FLIGHT: usize = 8;
+
+/// The ReadingService.
+#[derive(Clone)]
+pub struct ReadingApi {
+    readings: Readings,
+    config: Arc<Config>,
+}
+
+impl ReadingApi {
+    /// The service over this readings path.
+    pub fn new(readings: Readings, config: Arc<Config>) -> ReadingApi {
+        ReadingApi { readings, config }
+    }
+}
+
+impl From<IngestError> for Status {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::NotFound(m) => Status::not_found(m),
+            IngestError::Invalid(m) => Status::invalid_argument(m),
+            IngestError::Ledger(e) => Status::unavailable(e.to_string()),
+        }
+    }
+}
+
+fn micros(t: &prost_types::Timestamp) -> i64 {
+    t.seconds
+        .saturating_mul(1_000_000)
+        .saturating_add(i64::from(t.nanos) / 1_000)
+}
+
+fn quality_from(q: i32, field: &str) -> Result<Quality, Status> {
+    match pb::ReadingQuality::try_from(q) {
+        Ok(pb::ReadingQuality::Unspecified | pb::ReadingQuality::Good) => Ok(Quality::Good),
+        Ok(pb::ReadingQuality::Uncertain) => Ok(Quality::Uncertain),
+        Ok(pb::ReadingQuality::Bad) => Ok(Quality::Bad),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "{field}: unknown quality {q}"
+        ))),
+    }
+}
+
+fn quality_to(q: Quality) -> pb::ReadingQuality {
+    match q {
+        Quality::Good => pb::ReadingQuality::Good,
+        Quality::Uncertain => pb::ReadingQuality::Uncertain,
+        Quality::Bad => pb::ReadingQuality::Bad,
+    }
+}
+
+/// The wire readings of one message as [`Reading`]s; the error names the reading.
+pub fn from_proto(readings: Vec<pb::Reading>) -> Result<Vec<Reading>, Status> {
+    readings
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let t = r.source_time.as_ref().ok_or_else(|| {
+                Status::invalid_argument(format!("readings[{i}].source_time: required"))
+            })?;
+            Ok(Reading {
+                quality: quality_from(r.quality, &format!("readings[{i}].quality"))?,
+                meter: r.meter,
+                time_us: micros(t),
+                raw: r.value,
+                status: r.status_code,
+            })
+        })
+        .collect()
+}
+
+/// A stored reading as the API shows it.
+pub fn stored_to_proto(time_us: i64, s: &Stored) -> pb::StoredReading {
+    pb::StoredReading {
+        source_time: Some(ts(time_us.max(0) as u64)),
+        raw: s.raw,
+        value: s.value,
+        quality: quality_to(s.quality) as i32,
+        status_code: s.status,
+        flags: s.flag_names().into_iter().map(String::from).collect(),
+        received: Some(ts(s.received_us.max(0) as u64)),
+    }
+}
+
+fn outcome_to_proto(o: Outcome) -> pb::IngestReadingsResponse {
+    pb::IngestReadingsResponse {
+        received: o.received,
+        ingested: o.ingested,
+        duplicates: o.duplicates,
+        conflicts: o.conflicts,
+        out_of_range: o.out_of_range,
+    }
+}
+
+#[tonic::async_trait]
+impl ReadingService for ReadingApi {
+    async fn ingest_readings(
+        &self,
+        request: Request<Streaming<pb::IngestReadingsRequest>>,
+    ) -> Result<Response<pb::IngestReadingsResponse>, Status> {
+        let mut stream = request.into_inner();
+        let mut total = Outcome::default();
+        let mut in_flight = std::collections::VecDeque::new();
+        let mut message = 0usize;
+        // The first refusal ends the stream, but only after what went before is durable,
+        // so the answer can say exactly how much was ingested.
+        let refusal = loop {
+            let next = match stream.message().await {
+                Ok(Some(m)) => m,
+                Ok(None) => break None,
+                Err(e) => break Some(e),
+            };
+            let submitted = from_proto(next.readings).and_then(|rs| {
+                self.readings
+                    .submit(&next.plant_id, rs, now_us() as i64)
+                    .map_err(Status::from)
+            });
+            match submitted {
+                Ok(rx) => in_flight.push_back(rx),
+                Err(e) => {
+                    break Some(Status::new(
+                        e.code(),
+                        format!("message {message}: {}", e.message()),
+                    ));
+                }
+            }
+            message += 1;
+            while in_flight.len() >= IN_FLIGHT {
+                let rx = in_flight.pop_front().expect("non-empty");
+                total.add(durable(rx).await?);
+            }
+        };
+        for rx in in_flight {
+            total.add(durable(rx).await?);
+        }
+        match refusal {
+            None => Ok(Response::new(outcome_to_proto(total))),
+            Some(e) => Err(Status::new(
+                e.code(),
+                format!(
+                    "{} ({} readings of the messages before it were ingested, {} already held)",
+                    e.message(),
+                    total.ingested,
+                    total.duplicates + total.conflicts
+                ),
+            )),
+        }
+    }
+
+    async fn query_readings(
+        &self,
+        request: Request<pb::QueryReadingsRequest>,
+    ) -> Result<Response<pb::QueryReadingsResponse>, Status> {
+        let q = request.into_inner();
+        let from = q.from.as_ref().map_or(0, micros);
+        let to = q.to.as_ref().map_or(now_us() as i64 + 1, micros);
+        if to < from {
+            return Err(Status::invalid_argument("to: must not be before from"));
+        }
+        let limit = match q.limit as usize {
+            0 => 10_000,
+            n if n > MAX_QUERY => {
+                return Err(Status::invalid_argument(format!(
+                    "limit: at most {MAX_QUERY}, got {n}"
+                )));
+            }
+            n => n,
+        };
+        let unit = self.readings.meter(&q.plant_id, &q.meter)?.unit.clone();
+        let rows = self
+            .readings
+            .query(&q.plant_id, &q.meter, from, to, limit + 1)
+            .await?;
+        let next_from = (rows.len() > limit).then(|| ts(rows[limit].0.max(0) as u64));
+        Ok(Response::new(pb::QueryReadingsResponse {
+            plant_id: q.plant_id,
+            meter: q.meter,
+            unit,
+            readings: rows
+                .iter()
+                .take(limit)
+                .map(|(t, s)| stored_to_proto(*t, s))
+                .collect(),
+            next_from,
+        }))
+    }
+
+    async fn list_meters(
+        &self,
+        request: Request<pb::ListMetersRequest>,
+    ) -> Result<Response<pb::ListMetersResponse>, Status> {
+        let want = request.into_inner().plant_id;
+        if !want.is_empty() && !self.config.plants.iter().any(|p| p.id == want) {
+            return Err(Status::not_found(format!(
+                "plant_id: no plant {want:?} in the fleet"
+            )));
+        }
+        let mut meters = Vec::new();
+        for (plant, feeds) in &self.config.feeds {
+            if !want.is_empty() && plant != &want {
+                continue;
+            }
+            for m in &feeds.meters {
+                let source = m.source.as_deref().and_then(|s| feeds.source(s));
+                let address = match (source, &m.node_id, &m.modbus) {
+                    (Some(SourceSpec::Opcua(_)), Some(n), _) => n.clone(),
+                    (Some(SourceSpec::Modbus(_)), _, Some(a)) => format!(
+                        "unit {} {:?} register {} {:?} {:?}",
+                        a.unit, a.table, a.register, a.kind, a.word_order
+                    )
+                    .to_lowercase(),
+                    _ => String::new(),
+                };
+                let (has_range, [lo, hi]) = match m.range {
+                    Some(r) => (true, r),
+                    None => (false, [0.0, 0.0]),
+                };
+                meters.push(pb::Meter {
+                    plant_id: plant.clone(),
+                    id: m.id.clone(),
+                    quantity: m.quantity.name().into(),
+                    unit: m.unit.clone(),
+                    source: m.source.clone().unwrap_or_default(),
+                    source_kind: source.map_or("push", |s| s.kind()).into(),
+                    address,
+                    fuel: m.fuel.clone().unwrap_or_default(),
+                    poll_ms: m.poll_ms,
+                    has_range,
+                    range_low: lo,
+                    range_high: hi,
+                });
+            }
+        }
+        Ok(Response::new(pb::ListMetersResponse { meters }))
+    }
+}
+
+async fn durable(rx: crate::readings::Durable) -> Result<Outcome, Status> {
+    match rx.await {
+        Ok(Ok(o)) => Ok(o),
+        Ok(Err(e)) => Err(Status::unavailable(e.to_string())),
+        Err(_) => Err(Status::unavailable("ledger is closed")),
+    }
+}
