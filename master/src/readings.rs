@@ -61,6 +61,19 @@ struct PlantMeters {
     meters: HashMap<String, MeterSpec>,
 }
 
+/// What the submit path knows without asking the ledger.
+#[derive(Default)]
+struct Known {
+    /// Keys (and raw value bits) of readings submitted to the ledger but not yet applied,
+    /// so a second copy arriving meanwhile is known for a duplicate.
+    pending: HashMap<Vec<u8>, u64>,
+    /// Per (plant, meter), the latest source time submitted so far (applied or pending). A
+    /// reading after it cannot be held yet, so the common case, a meter's readings arriving
+    /// in time order, is decided without a ledger lookup. Sound because this master is the
+    /// ledger's only writer of readings.
+    latest: HashMap<(Arc<str>, String), i64>,
+}
+
 /// Handle on the readings path; cheap to clone.
 #[derive(Clone)]
 pub struct Readings {
@@ -70,20 +83,23 @@ pub struct Readings {
 struct Inner {
     ledger: Ledger,
     plants: BTreeMap<String, PlantMeters>,
-    /// Keys (and raw value bits) of readings submitted to the ledger but not yet applied,
-    /// so a second copy arriving meanwhile is known for a duplicate.
-    pending: Mutex<HashMap<Vec<u8>, u64>>,
+    known: Mutex<Known>,
     max_batch: usize,
     max_future_us: i64,
 }
+
+/// Log bytes the state store may lag behind before a batch of readings waits: about 150,000
+/// readings, under a second of apply work.
+pub const UNAPPLIED_LIMIT: u64 = 8 * 1024 * 1024;
 
 /// A batch on its way to the ledger: resolves once it is durable.
 pub type Durable = tokio::sync::oneshot::Receiver<Result<Outcome, LedgerError>>;
 
 impl Readings {
-    /// The readings path of a master with this configuration.
-    pub fn new(ledger: Ledger, config: &Config) -> Readings {
-        let plants = config
+    /// The readings path of a master with this configuration, over a ledger that holds
+    /// everything it acknowledged (as it does once open).
+    pub fn new(ledger: Ledger, config: &Config) -> Result<Readings, LedgerError> {
+        let plants: BTreeMap<String, PlantMeters> = config
             .plants
             .iter()
             .map(|p| {
@@ -100,15 +116,23 @@ impl Readings {
                 (p.id.clone(), pm)
             })
             .collect();
-        Readings {
+        let mut known = Known::default();
+        for p in plants.values() {
+            for m in p.meters.keys() {
+                if let Some(t) = ledger.latest_reading_time(&p.id, m)? {
+                    known.latest.insert((p.id.clone(), m.clone()), t);
+                }
+            }
+        }
+        Ok(Readings {
             inner: Arc::new(Inner {
                 ledger,
                 plants,
-                pending: Mutex::new(HashMap::new()),
+                known: Mutex::new(known),
                 max_batch: config.readings.max_batch,
                 max_future_us: (config.readings.max_future_ms as i64).saturating_mul(1_000),
             }),
-        }
+        })
     }
 
     fn plant(&self, plant: &str) -> Result<&PlantMeters, IngestError> {
@@ -184,16 +208,43 @@ impl Readings {
         let mut ops = Vec::with_capacity(readings.len());
         let mut keys = Vec::with_capacity(readings.len());
         {
-            let mut pending = self.inner.pending.lock().unwrap_or_else(|e| e.into_inner());
-            for r in readings {
+            let mut known = self.inner.known.lock().unwrap_or_else(|e| e.into_inner());
+            let known = &mut *known;
+            let latest_of = |known: &Known, meter: &str| {
+                known
+                    .latest
+                    .get(&(p.id.clone(), meter.to_string()))
+                    .copied()
+                    .unwrap_or(i64::MIN)
+            };
+            // First every ledger lookup, changing nothing, so a storage error leaves no
+            // reading marked as pending that was never submitted.
+            let mut in_ledger = HashMap::new();
+            for (i, r) in readings.iter().enumerate() {
+                if r.time_us <= latest_of(known, &r.meter) {
+                    let key = codec::reading_key(plant, &r.meter, r.time_us);
+                    if !known.pending.contains_key(&key)
+                        && let Some(s) = self.inner.ledger.reading(plant, &r.meter, r.time_us)?
+                    {
+                        in_ledger.insert(i, s.raw.to_bits());
+                    }
+                }
+            }
+            for (i, r) in readings.into_iter().enumerate() {
                 let key = codec::reading_key(plant, &r.meter, r.time_us);
-                let held = match pending.get(&key) {
-                    Some(bits) => Some(*bits),
-                    None => self
-                        .inner
-                        .ledger
-                        .reading(plant, &r.meter, r.time_us)?
-                        .map(|s| s.raw.to_bits()),
+                let latest = known
+                    .latest
+                    .entry((p.id.clone(), r.meter.clone()))
+                    .or_insert(i64::MIN);
+                let held = if r.time_us > *latest {
+                    *latest = r.time_us;
+                    None
+                } else {
+                    known
+                        .pending
+                        .get(&key)
+                        .copied()
+                        .or_else(|| in_ledger.get(&i).copied())
                 };
                 match held {
                     Some(bits) if bits == r.raw.to_bits() => outcome.duplicates += 1,
@@ -208,7 +259,7 @@ impl Readings {
                         };
                         outcome.out_of_range += u64::from(flags != 0);
                         outcome.ingested += 1;
-                        pending.insert(key.clone(), r.raw.to_bits());
+                        known.pending.insert(key.clone(), r.raw.to_bits());
                         keys.push(key);
                         let stored = Stored {
                             raw: r.raw,
@@ -245,9 +296,9 @@ impl Readings {
             })),
             applied: Some(Box::new(move |_| {
                 // Applied (or failed): either way the ledger, not this set, now answers.
-                let mut pending = inner.pending.lock().unwrap_or_else(|e| e.into_inner());
+                let mut known = inner.known.lock().unwrap_or_else(|e| e.into_inner());
                 for k in &keys {
-                    pending.remove(k);
+                    known.pending.remove(k);
                 }
             })),
             ..Commit::default()
@@ -258,6 +309,14 @@ impl Readings {
         Ok(rx)
     }
 
+    /// Resolves when the ledger's state store is close enough behind its log to take
+    /// another batch ([`UNAPPLIED_LIMIT`]).
+    pub async fn ready(&self) {
+        self.inner.ledger.apply_caught_up(UNAPPLIED_LIMIT).await;
+        metrics::gauge!("heatmesh_ledger_unapplied_bytes")
+            .set(self.inner.ledger.unapplied_bytes() as f64);
+    }
+
     /// Validates, stores and waits until durable.
     pub async fn ingest(
         &self,
@@ -265,6 +324,7 @@ impl Readings {
         readings: Vec<Reading>,
         now_us: i64,
     ) -> Result<Outcome, IngestError> {
+        self.ready().await;
         let rx = self.submit(plant, readings, now_us)?;
         Ok(rx.await.map_err(|_| LedgerError::Closed)??)
     }

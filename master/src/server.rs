@@ -190,7 +190,12 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningMesh, St
         .set_serving::<ReadingServiceServer<ReadingApi>>()
         .await;
     let readings = ReadingApi::new(
-        crate::readings::Readings::new(ledger.clone(), &config),
+        crate::readings::Readings::new(ledger.clone(), &config).map_err(|source| {
+            StartError::Ledger {
+                dir: config.data_dir.display().to_string(),
+                source,
+            }
+        })?,
         api.config.clone(),
     );
     let reflection = tonic_reflection::server::Builder::configure()

@@ -36,6 +36,8 @@ enum BenchWhat {
     Tasks(TaskBenchArgs),
     /// Single-core throughput of each agent kind's calculation and of IF97 property calls.
     Calc(super::bench_calc::CalcBenchArgs),
+    /// Readings made durable through IngestReadings: throughput and send-to-durable latency.
+    Readings(super::bench_readings::ReadingsBenchArgs),
     /// A master, three plant nodes and a spare as processes: throughput through the remote
     /// nodes, then kill -9 and partition detection and re-placement times.
     Cluster(super::bench_cluster::ClusterBenchArgs),
@@ -171,7 +173,7 @@ async fn collect(
     })
 }
 
-fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+pub(crate) fn ms(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
 }
 
@@ -308,7 +310,7 @@ fn compare(args: &TaskBenchArgs, other: &std::path::Path) -> anyhow::Result<()> 
 }
 
 /// Prints the ledger's group-commit figures for the phase just run (in-process mesh only).
-fn print_ledger(mesh: Option<&server::RunningMesh>) {
+pub(crate) fn print_ledger(mesh: Option<&server::RunningMesh>) {
     let Some(m) = mesh else { return };
     let st = m.ledger().take_stats();
     if st.groups == 0 {
@@ -334,6 +336,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(BenchWhat::Tasks(t)) => run_tasks(t).await,
         Some(BenchWhat::Calc(c)) => super::bench_calc::run(c),
         Some(BenchWhat::Cluster(c)) => super::bench_cluster::run(c).await,
+        Some(BenchWhat::Readings(r)) => super::bench_readings::run(r).await,
     }
 }
 

@@ -130,6 +130,7 @@ impl ReadingService for ReadingApi {
                 Ok(None) => break None,
                 Err(e) => break Some(e),
             };
+            self.readings.ready().await;
             let submitted = from_proto(next.readings).and_then(|rs| {
                 self.readings
                     .submit(&next.plant_id, rs, now_us() as i64)

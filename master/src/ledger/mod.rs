@@ -175,6 +175,10 @@ struct Positions {
     applied: AtomicU64,
     /// Highest LSN known to be in sled's durable state.
     checkpointed: AtomicU64,
+    /// Log bytes synced but not yet applied to sled: how far apply lags behind.
+    unapplied_bytes: AtomicU64,
+    /// Woken after every apply, for writers that wait for the lag to shrink.
+    apply_progress: tokio::sync::Notify,
     stats: Mutex<CommitStats>,
 }
 
@@ -388,6 +392,26 @@ impl Ledger {
         rx.await.map_err(|_| LedgerError::Closed)?
     }
 
+    /// Log bytes durable but not yet applied to the state store.
+    pub fn unapplied_bytes(&self) -> u64 {
+        self.pos.unapplied_bytes.load(Ordering::Acquire)
+    }
+
+    /// Resolves once no more than `limit` log bytes wait to be applied. Bulk writers (readings)
+    /// wait here, so a burst cannot run the state store minutes behind the log: apply would
+    /// then take the CPU every other request needs, and a restart would replay it all.
+    pub async fn apply_caught_up(&self, limit: u64) {
+        loop {
+            let woken = self.pos.apply_progress.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if self.unapplied_bytes() <= limit {
+                return;
+            }
+            woken.await;
+        }
+    }
+
     /// Subscribes to the durable changes of one task.
     pub fn watch(&self, task: u64) -> events::Subscription {
         self.events.watch(task)
@@ -450,7 +474,11 @@ fn log_loop(
         } else {
             let lsn = wal.append(&payload);
             match wal.sync() {
-                Ok(()) => (Some((lsn, payload)), Ok(())),
+                Ok(()) => {
+                    pos.unapplied_bytes
+                        .fetch_add(payload.len() as u64, Ordering::AcqRel);
+                    (Some((lsn, payload)), Ok(()))
+                }
                 Err(e) => {
                     tracing::error!("ledger: log write of {} commits failed: {e}", commits.len());
                     (None, Err(storage(e)))
@@ -550,6 +578,12 @@ fn apply_loop(
                 r
             }
         };
+        let bytes: u64 = ready
+            .iter()
+            .filter_map(|g| g.record.as_ref().map(|r| r.1.len() as u64))
+            .sum();
+        pos.unapplied_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        pos.apply_progress.notify_waiters();
         for g in ready.drain(..) {
             let result = g.result.and(applied.clone());
             for f in g.applied {
@@ -703,6 +737,20 @@ impl Ledger {
                 .map_err(LedgerError::Corrupt),
             None => Ok(None),
         }
+    }
+
+    /// The source time of a meter's latest reading, if it has any.
+    pub fn latest_reading_time(
+        &self,
+        plant: &str,
+        meter: &str,
+    ) -> Result<Option<i64>, LedgerError> {
+        Ok(self
+            .state
+            .scan_prefix(codec::reading_prefix(plant, meter))
+            .next_back()
+            .transpose()?
+            .and_then(|(k, _)| codec::reading_time(&k)))
     }
 
     /// One meter's readings with source timestamps in `[from_us, to_us)`, oldest first.
