@@ -1,5 +1,6 @@
 //! What a plant is, as the fleet configuration describes it.
 
+use heatmesh_ingest::PlantFeeds;
 use serde::{Deserialize, Serialize};
 
 /// One plant of the fleet: its units and the sub-agents it runs.
@@ -18,6 +19,10 @@ pub struct PlantSpec {
     /// GL-009 balance closure alert threshold for this plant, percent.
     #[serde(default = "default_threshold")]
     pub balance_threshold_pct: f64,
+    /// Its meters and the sources they are read from (configured as `[[plants.sources]]` and
+    /// `[[plants.meters]]`); travels with the spec so the hosting node runs the connectors.
+    #[serde(default, skip_serializing_if = "PlantFeeds::is_empty")]
+    pub feeds: PlantFeeds,
 }
 
 fn default_threshold() -> f64 {

@@ -161,7 +161,7 @@ impl Default for Calibration {
 }
 
 /// Which Modbus register table a value is read from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RegisterTable {
     /// Holding registers (function code 3).
@@ -810,6 +810,11 @@ pub struct PlantFeeds {
 }
 
 impl PlantFeeds {
+    /// No sources and no meters.
+    pub fn is_empty(&self) -> bool {
+        self.sources.is_empty() && self.meters.is_empty()
+    }
+
     /// Checks every rule and canonicalises units; `plant_key` is `plants[i]`.
     pub fn validate(&mut self, plant_key: &str) -> Result<(), FieldError> {
         let mut ids = HashSet::new();

@@ -262,10 +262,6 @@ pub struct Config {
     pub plants: Vec<PlantSpec>,
     /// GL-001 heat-distribution data (fleet-wide part; per-plant parts in `[plants.heat]`).
     pub heat: HeatConfig,
-    /// Each plant's `[[plants.sources]]` and `[[plants.meters]]`, by plant id (plants without
-    /// meters are absent); read from the plant tables.
-    #[serde(skip)]
-    pub feeds: BTreeMap<String, PlantFeeds>,
     /// Plant data: what the master accepts as readings.
     pub readings: ReadingsConfig,
 }
@@ -305,7 +301,6 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             plants: Vec::new(),
             heat: HeatConfig::default(),
-            feeds: BTreeMap::new(),
             readings: ReadingsConfig::default(),
         }
     }
@@ -340,7 +335,9 @@ impl Config {
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
         cfg.heat.plants = plant_heat;
-        cfg.feeds = feeds;
+        for p in &mut cfg.plants {
+            p.feeds = feeds.get(&p.id).cloned().unwrap_or_default();
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -590,6 +587,12 @@ fn take_plant_feeds(value: &mut toml::Table) -> Result<BTreeMap<String, PlantFee
     for (i, p) in plants.iter_mut().enumerate() {
         let toml::Value::Table(t) = p else { continue };
         let key = format!("plants[{i}]");
+        if t.contains_key("feeds") {
+            return Err(invalid(
+                format!("{key}.feeds"),
+                "not a configuration key; give [[plants.sources]] and [[plants.meters]]",
+            ));
+        }
         let mut feeds = PlantFeeds {
             sources: parse_entries(t.remove("sources"), &format!("{key}.sources"))?,
             meters: parse_entries(t.remove("meters"), &format!("{key}.meters"))?,

@@ -103,11 +103,11 @@ impl Readings {
             .plants
             .iter()
             .map(|p| {
-                let feeds = config.feeds.get(&p.id).cloned().unwrap_or_default();
-                let meters = feeds
+                let meters = p
+                    .feeds
                     .meters
-                    .into_iter()
-                    .map(|m| (m.id.clone(), m))
+                    .iter()
+                    .map(|m| (m.id.clone(), m.clone()))
                     .collect();
                 let pm = PlantMeters {
                     id: Arc::from(p.id.as_str()),

@@ -217,7 +217,7 @@ impl ReadingService for ReadingApi {
             )));
         }
         let mut meters = Vec::new();
-        for (plant, feeds) in &self.config.feeds {
+        for (plant, feeds) in self.config.plants.iter().map(|p| (&p.id, &p.feeds)) {
             if !want.is_empty() && plant != &want {
                 continue;
             }

@@ -1,0 +1,292 @@
+//! A placed plant's connectors, and the health of every meter they read.
+//!
+//! [`FeedHost::start`] runs one connector task per source of a plant and returns a
+//! [`Running`] handle; dropping it (the plant stopped or moved) stops them. [`Health`] is
+//! what the connectors report: per source up or down with the cause, per meter its last
+//! value and time and its last error. A meter is `stale` once silent for `stale_after` poll
+//! intervals, `down` while its source is.
+
+use crate::buffer::Buffer;
+use heatmesh_ingest::meter::SourceSpec;
+use heatmesh_ingest::{MeterSpec, PlantFeeds, Reading};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// Why a source or a meter gave no reading.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cause {
+    /// No answer within the source's timeout.
+    Timeout,
+    /// The connection was refused or broke.
+    Refused(String),
+    /// The device answered with an error status (a Modbus exception, a bad OPC UA status).
+    BadStatus(String),
+    /// The answer decodes to no usable value.
+    BadValue(String),
+    /// This build has no connector for the source's protocol.
+    Unsupported(String),
+}
+
+impl Cause {
+    /// The `reason` label of `heatmesh_connector_errors_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Cause::Timeout => "timeout",
+            Cause::Refused(_) => "refused",
+            Cause::BadStatus(_) => "bad_status",
+            Cause::BadValue(_) => "bad_value",
+            Cause::Unsupported(_) => "unsupported",
+        }
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cause::Timeout => f.write_str("timeout"),
+            Cause::Refused(m) => write!(f, "refused: {m}"),
+            Cause::BadStatus(m) => write!(f, "bad status: {m}"),
+            Cause::BadValue(m) => write!(f, "bad value: {m}"),
+            Cause::Unsupported(m) => write!(f, "unsupported: {m}"),
+        }
+    }
+}
+
+/// A meter's state as an operator sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeedState {
+    /// Readings arrive.
+    Ok,
+    /// No reading for `stale_after` poll intervals although the source answers.
+    Stale,
+    /// Its source is unreachable.
+    Down,
+    /// Started, no reading yet.
+    Waiting,
+}
+
+/// One meter's health.
+#[derive(Debug, Clone, Serialize)]
+pub struct MeterHealth {
+    /// Plant id.
+    pub plant: String,
+    /// Meter id.
+    pub meter: String,
+    /// Source id.
+    pub source: String,
+    /// State now.
+    pub state: FeedState,
+    /// Last raw value read.
+    pub last_value: Option<f64>,
+    /// Its source time, microseconds.
+    pub last_time_us: Option<i64>,
+    /// The latest error, with its cause.
+    pub last_error: Option<String>,
+    /// Errors since the connector started.
+    pub errors: u64,
+    #[serde(skip)]
+    poll_ms: u64,
+    #[serde(skip)]
+    stale_after: u32,
+}
+
+#[derive(Default)]
+struct State {
+    meters: BTreeMap<(String, String), MeterHealth>,
+    /// (plant, source) -> the cause while down.
+    down: BTreeMap<(String, String), Option<String>>,
+}
+
+/// Shared health table; cheap to clone.
+#[derive(Clone, Default)]
+pub struct Health {
+    inner: Arc<Mutex<State>>,
+}
+
+impl Health {
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        f(&mut self.inner.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn register(&self, plant: &str, source: &str, meters: &[MeterSpec]) {
+        self.with(|s| {
+            for m in meters {
+                s.meters
+                    .entry((plant.to_string(), m.id.clone()))
+                    .or_insert_with(|| MeterHealth {
+                        plant: plant.to_string(),
+                        meter: m.id.clone(),
+                        source: source.to_string(),
+                        state: FeedState::Waiting,
+                        last_value: None,
+                        last_time_us: None,
+                        last_error: None,
+                        errors: 0,
+                        poll_ms: m.poll_ms,
+                        stale_after: m.stale_after,
+                    });
+            }
+        });
+    }
+
+    /// The source answered (again).
+    pub fn source_up(&self, plant: &str, source: &str) {
+        let was_down = self.with(|s| s.down.remove(&(plant.into(), source.into())));
+        if let Some(Some(cause)) = was_down {
+            tracing::info!(%plant, %source, "source is back after: {cause}");
+        }
+        metrics::gauge!("heatmesh_feed_up", "plant" => plant.to_string(), "source" => source.to_string()).set(1.0);
+    }
+
+    /// The source is unreachable; its meters are down with this cause.
+    pub fn source_down(&self, plant: &str, source: &str, meters: &[MeterSpec], cause: Cause) {
+        let text = cause.to_string();
+        let first = self.with(|s| {
+            for m in meters {
+                if let Some(h) = s.meters.get_mut(&(plant.into(), m.id.clone())) {
+                    h.last_error = Some(text.clone());
+                    h.errors += 1;
+                }
+            }
+            let prev = s
+                .down
+                .insert((plant.into(), source.into()), Some(text.clone()));
+            prev.flatten().as_deref() != Some(text.as_str())
+        });
+        // Each new cause once at warn; the retries that follow at debug.
+        if first {
+            tracing::warn!(%plant, %source, "source down: {text}");
+        } else {
+            tracing::debug!(%plant, %source, "source still down: {text}");
+        }
+        metrics::gauge!("heatmesh_feed_up", "plant" => plant.to_string(), "source" => source.to_string()).set(0.0);
+        metrics::counter!("heatmesh_connector_errors_total", "plant" => plant.to_string(), "source" => source.to_string(), "reason" => cause.reason()).increment(1);
+    }
+
+    /// A meter gave no reading this poll.
+    pub fn meter_error(&self, plant: &str, meter: &str, cause: Cause) {
+        let source = self.with(|s| {
+            let h = s.meters.get_mut(&(plant.into(), meter.into()))?;
+            h.last_error = Some(cause.to_string());
+            h.errors += 1;
+            Some(h.source.clone())
+        });
+        tracing::debug!(%plant, %meter, "no reading: {cause}");
+        metrics::counter!("heatmesh_connector_errors_total", "plant" => plant.to_string(), "source" => source.unwrap_or_default(), "reason" => cause.reason()).increment(1);
+    }
+
+    /// A meter gave a reading.
+    pub fn reading(&self, plant: &str, meter: &MeterSpec, r: &Reading) {
+        self.with(|s| {
+            if let Some(h) = s.meters.get_mut(&(plant.into(), meter.id.clone())) {
+                h.last_value = Some(r.raw);
+                h.last_time_us = Some(r.time_us);
+            }
+        });
+    }
+
+    /// The buffer refused a source's poll (or has room again).
+    pub fn buffer_full(&self, plant: &str, source: &str, full: bool) {
+        metrics::gauge!("heatmesh_buffer_blocked", "plant" => plant.to_string(), "source" => source.to_string())
+            .set(if full { 1.0 } else { 0.0 });
+    }
+
+    /// Forgets a plant's meters (its connectors stopped here).
+    pub fn forget(&self, plant: &str) {
+        self.with(|s| {
+            s.meters.retain(|(p, _), _| p != plant);
+            s.down.retain(|(p, _), _| p != plant);
+        });
+    }
+
+    /// Every meter's health as of `now_us`, sorted by plant and meter.
+    pub fn snapshot(&self, now_us: i64) -> Vec<MeterHealth> {
+        self.with(|s| {
+            s.meters
+                .values()
+                .map(|h| {
+                    let mut h = h.clone();
+                    let down = s.down.contains_key(&(h.plant.clone(), h.source.clone()));
+                    let silent_us = h.poll_ms as i64 * 1_000 * i64::from(h.stale_after);
+                    h.state = match (down, h.last_time_us) {
+                        (true, _) => FeedState::Down,
+                        (false, None) => FeedState::Waiting,
+                        (false, Some(t)) if now_us - t > silent_us => FeedState::Stale,
+                        (false, Some(_)) => FeedState::Ok,
+                    };
+                    h
+                })
+                .collect()
+        })
+    }
+}
+
+/// Starts connectors on a node: the node's buffer and health table.
+#[derive(Clone)]
+pub struct FeedHost {
+    /// Where connectors write.
+    pub buffer: Buffer,
+    /// What they report.
+    pub health: Health,
+}
+
+/// A plant's running connectors; dropping the handle stops them.
+pub struct Running {
+    plant: String,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    health: Health,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.health.forget(&self.plant);
+    }
+}
+
+impl FeedHost {
+    /// Starts one connector per source of the plant that has meters. Meters without a source
+    /// are fed by pushes and files, not here.
+    pub fn start(&self, plant: &str, feeds: &PlantFeeds) -> Running {
+        let mut tasks = Vec::new();
+        for src in &feeds.sources {
+            let meters: Vec<MeterSpec> = feeds
+                .meters
+                .iter()
+                .filter(|m| m.source.as_deref() == Some(src.id()))
+                .cloned()
+                .collect();
+            if meters.is_empty() {
+                continue;
+            }
+            self.health.register(plant, src.id(), &meters);
+            match src {
+                SourceSpec::Modbus(m) => tasks.push(tokio::spawn(crate::modbus::poll(
+                    plant.to_string(),
+                    m.clone(),
+                    meters,
+                    self.buffer.clone(),
+                    self.health.clone(),
+                ))),
+                SourceSpec::Opcua(_) => self.health.source_down(
+                    plant,
+                    src.id(),
+                    &meters,
+                    Cause::Unsupported("this build has no OPC UA connector yet".into()),
+                ),
+            }
+        }
+        if !tasks.is_empty() {
+            tracing::info!(%plant, connectors = tasks.len(), "plant data connectors started");
+        }
+        Running {
+            plant: plant.to_string(),
+            tasks,
+            health: self.health.clone(),
+        }
+    }
+}
