@@ -72,6 +72,9 @@ enum Command {
     Readings(cli::readings::ReadingsArgs),
     /// List the configured meters with their source and address.
     Meters(cli::readings::MetersArgs),
+    /// Serve the fleet's Modbus sources from an energy-conserving plant model (a stand-in
+    /// for the plants' SCADA).
+    Simulate(cli::simulate::SimulateArgs),
     /// Run a calculation directly (no mesh) and print its JSON result.
     Calc(cli::calc::CalcArgs),
     /// GL-001 heat distribution: solve a scenario file here (`--scenario`), or the running
@@ -103,7 +106,7 @@ fn init_logging(format: LogFormat, filter: Option<&str>, default: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_level = match cli.command {
-        Command::Up(_) | Command::Master(_) | Command::Node(_) => "info",
+        Command::Up(_) | Command::Master(_) | Command::Node(_) | Command::Simulate(_) => "info",
         // The drilled mesh runs in this process; its expected warnings (nodes lost, agents
         // panicking) would drown the report.
         Command::Drill(_) => "off",
@@ -142,6 +145,7 @@ fn main() -> ExitCode {
             Command::Ingest(a) => cli::readings::ingest(&addr, a).await,
             Command::Readings(a) => cli::readings::readings(&addr, a).await,
             Command::Meters(a) => cli::readings::meters(&addr, a).await,
+            Command::Simulate(a) => cli::simulate::run(a).await,
             Command::Calc(a) => cli::calc::run(a),
             Command::Optimize(a) => cli::optimize::run(&addr, a).await,
             Command::Bench(a) => cli::bench::run(a).await,

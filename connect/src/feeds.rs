@@ -6,7 +6,8 @@
 //! value and time and its last error. A meter is `stale` once silent for `stale_after` poll
 //! intervals, `down` while its source is.
 
-use crate::buffer::Buffer;
+use crate::buffer::{Batch, Buffer, BufferError};
+use crate::ship::{ShipError, Uplink};
 use heatmesh_ingest::meter::SourceSpec;
 use heatmesh_ingest::{MeterSpec, PlantFeeds, Reading};
 use serde::Serialize;
@@ -223,11 +224,105 @@ impl Health {
     }
 }
 
-/// Starts connectors on a node: the node's buffer and health table.
+/// Where a connector's readings go.
+#[derive(Clone)]
+pub enum Sink {
+    /// A node's durable buffer, shipped to the master separately (remote nodes).
+    Buffer(Buffer),
+    /// Straight to the master's ledger, which is as durable (the in-process node of `heatmesh
+    /// up`, which lives and dies with its master).
+    Direct(Uplink),
+}
+
+/// A sink, and optionally the node's own record of what it acquired: one CSV file per plant
+/// in the `heatmesh ingest` format, appended once a batch is durable (`heatmesh node
+/// --acquired-log`). Loss tests compare it with what the master ingested; an operator can
+/// re-ingest it.
+#[derive(Clone)]
+pub struct Store {
+    /// Where readings go.
+    pub sink: Sink,
+    /// Directory of the acquisition record, if kept.
+    pub record: Option<std::path::PathBuf>,
+}
+
+impl Store {
+    /// A store without an acquisition record.
+    pub fn new(sink: Sink) -> Store {
+        Store { sink, record: None }
+    }
+
+    /// Makes a poll's readings durable. `Full` means the connector should wait for room.
+    pub async fn put(&self, batch: &Batch) -> Result<(), BufferError> {
+        match &self.sink {
+            Sink::Buffer(b) => b.push(batch).await.map(|_| ())?,
+            Sink::Direct(up) => match up(batch.plant.clone(), batch.readings.clone()).await {
+                Ok(()) => {}
+                Err(ShipError::Unavailable(e)) => {
+                    return Err(BufferError::Storage {
+                        dir: "(the master's ledger)".into(),
+                        detail: e,
+                    });
+                }
+                Err(ShipError::Refused(e)) => {
+                    tracing::error!(plant = %batch.plant, readings = batch.readings.len(), "the master refused readings, which are dropped: {e}");
+                    metrics::counter!("heatmesh_readings_refused_total", "plant" => batch.plant.clone())
+                        .increment(batch.readings.len() as u64);
+                    return Ok(());
+                }
+            },
+        }
+        if let Some(dir) = &self.record
+            && let Err(e) = append_record(dir, batch)
+        {
+            tracing::warn!(plant = %batch.plant, "acquisition record in {}: {e}", dir.display());
+        }
+        Ok(())
+    }
+
+    /// Resolves once a full buffer has room again.
+    pub async fn room(&self) {
+        if let Sink::Buffer(b) = &self.sink {
+            b.changed(|b| {
+                let (used, limit) = b.fill();
+                used < limit
+            })
+            .await;
+        }
+    }
+}
+
+fn append_record(dir: &std::path::Path, batch: &Batch) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!("{}.csv", batch.plant));
+    let new = !path.exists();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    let mut text = String::new();
+    if new {
+        text.push_str("timestamp,meter,value,quality,status\n");
+    }
+    for r in &batch.readings {
+        text.push_str(&format!(
+            "{},{},{},{},{}\n",
+            heatmesh_ingest::time::format_us(r.time_us),
+            r.meter,
+            r.raw,
+            r.quality.name(),
+            r.status
+        ));
+    }
+    f.write_all(text.as_bytes())
+}
+
+/// Starts connectors on a node: where their readings go and the health table.
 #[derive(Clone)]
 pub struct FeedHost {
     /// Where connectors write.
-    pub buffer: Buffer,
+    pub store: Store,
     /// What they report.
     pub health: Health,
 }
@@ -269,7 +364,7 @@ impl FeedHost {
                     plant.to_string(),
                     m.clone(),
                     meters,
-                    self.buffer.clone(),
+                    self.store.clone(),
                     self.health.clone(),
                 ))),
                 SourceSpec::Opcua(_) => self.health.source_down(

@@ -10,8 +10,8 @@
 //! error and leaves the others polling.
 
 use crate::backoff::Backoff;
-use crate::buffer::{Batch, Buffer, BufferError};
-use crate::feeds::{Cause, Health};
+use crate::buffer::{Batch, BufferError};
+use crate::feeds::{Cause, Health, Store};
 use heatmesh_ingest::meter::{ModbusAddress, ModbusSource, RegisterTable};
 use heatmesh_ingest::{MeterSpec, Quality, Reading};
 use std::collections::HashMap;
@@ -26,7 +26,7 @@ pub async fn poll(
     plant: String,
     source: ModbusSource,
     meters: Vec<MeterSpec>,
-    buffer: Buffer,
+    store: Store,
     health: Health,
 ) {
     let wait = Duration::from_millis(source.timeout_ms);
@@ -106,7 +106,7 @@ pub async fn poll(
                 }
             }
             if !readings.is_empty() {
-                store(&buffer, &health, &plant, &source.id, readings).await;
+                put(&store, &health, &plant, &source.id, readings).await;
             }
             if let Some(cause) = lost {
                 break cause;
@@ -120,20 +120,14 @@ pub async fn poll(
 
 /// Writes a poll's readings to the buffer. When the buffer is full the source stops here
 /// (polling resumes once the shipper has made room), saying so once, loudly.
-async fn store(
-    buffer: &Buffer,
-    health: &Health,
-    plant: &str,
-    source: &str,
-    readings: Vec<Reading>,
-) {
+async fn put(store: &Store, health: &Health, plant: &str, source: &str, readings: Vec<Reading>) {
     let batch = Batch {
         plant: plant.to_string(),
         readings,
     };
     loop {
-        match buffer.push(&batch).await {
-            Ok(_) => {
+        match store.put(&batch).await {
+            Ok(()) => {
                 metrics::counter!("heatmesh_readings_acquired_total", "plant" => plant.to_string())
                     .increment(batch.readings.len() as u64);
                 return;
@@ -141,12 +135,7 @@ async fn store(
             Err(e @ BufferError::Full { .. }) => {
                 tracing::error!(%plant, %source, "{e}; polling stops until the master confirms buffered readings");
                 health.buffer_full(plant, source, true);
-                buffer
-                    .changed(|b| {
-                        let (used, limit) = b.fill();
-                        used < limit
-                    })
-                    .await;
+                store.room().await;
                 health.buffer_full(plant, source, false);
             }
             Err(e) => {

@@ -1,7 +1,7 @@
 //! The Modbus connector against a real Modbus TCP server on loopback.
 
 use heatmesh_connect::buffer::Buffer;
-use heatmesh_connect::feeds::{FeedHost, FeedState, Health};
+use heatmesh_connect::feeds::{FeedHost, FeedState, Health, Sink, Store};
 use heatmesh_connect::modbus::{Registers, serve};
 use heatmesh_ingest::PlantFeeds;
 use heatmesh_ingest::meter::RegisterTable;
@@ -80,18 +80,19 @@ async fn readings_flow_and_an_outage_is_seen_and_recovered() {
     let regs = registers(&f, 12.5, 181.3);
     let server = tokio::spawn(serve(listener, regs.clone()));
     let dir = tempfile::tempdir().unwrap();
+    let buffer = Buffer::open(dir.path(), 64 << 20).unwrap();
     let host = FeedHost {
-        buffer: Buffer::open(dir.path(), 64 << 20).unwrap(),
+        store: Store::new(Sink::Buffer(buffer.clone())),
         health: Health::default(),
     };
     let running = host.start("Plant-X", &f);
     wait_for("readings of both meters", || {
-        let held = host.buffer.oldest(10_000).unwrap();
+        let held = buffer.oldest(10_000).unwrap();
         let rs: Vec<_> = held.iter().flat_map(|(_, b)| &b.readings).collect();
         rs.iter().any(|r| r.meter == "flow") && rs.iter().filter(|r| r.meter == "temp").count() >= 3
     })
     .await;
-    let held = host.buffer.oldest(10_000).unwrap();
+    let held = buffer.oldest(10_000).unwrap();
     for (_, b) in &held {
         assert_eq!(b.plant, "Plant-X");
         for r in &b.readings {
@@ -106,7 +107,7 @@ async fn readings_flow_and_an_outage_is_seen_and_recovered() {
     // A value the device changes is read at the next poll.
     *regs.lock().unwrap() = registers(&f, 20.0, -5.0).lock().unwrap().clone();
     wait_for("the new value", || {
-        host.buffer
+        buffer
             .oldest(100_000)
             .unwrap()
             .iter()

@@ -6,9 +6,15 @@ use crate::grpc::Api;
 use crate::grpc::optimize::OptimizerApi;
 use crate::grpc::readings::ReadingApi;
 use crate::ledger::{Ledger, LedgerError};
+use crate::readings::{IngestError, Readings};
 use crate::scheduler::{Master, MasterArgs, MasterMsg};
 use heatmesh_agents::fault::FaultTable;
-use heatmesh_mesh::remote::{ClusterSettings, EpochSource, Membership, MembershipSink, NodeServer};
+use heatmesh_connect::feeds::{FeedHost, Health, Sink, Store};
+use heatmesh_connect::ship::{ShipError, Uplink};
+use heatmesh_mesh::remote::{
+    ClusterSettings, EpochSource, Membership, MembershipSink, NodeServer, ReadingsRefusal,
+    ReadingsSink,
+};
 use heatmesh_mesh::{LocalNode, NodeAgentArgs, NodeLink};
 use heatmesh_proto::v1::mesh_service_server::MeshServiceServer;
 use heatmesh_proto::v1::node_service_server::NodeServiceServer;
@@ -120,12 +126,22 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningMesh, St
         dir: config.data_dir.display().to_string(),
         source,
     })?;
+    let readings = Readings::new(ledger.clone(), &config).map_err(|source| StartError::Ledger {
+        dir: config.data_dir.display().to_string(),
+        source,
+    })?;
     let faults = FaultTable::default();
     let node = Arc::new(
         LocalNode::start(NodeAgentArgs {
             node_id: config.node_id.clone(),
             policy: config.restart,
             faults: faults.clone(),
+            // The in-process node lives and dies with this master: its connectors write
+            // straight to the ledger, which is the durable buffer a remote node keeps itself.
+            feeds: Some(FeedHost {
+                store: Store::new(Sink::Direct(direct_uplink(readings.clone()))),
+                health: Health::default(),
+            }),
         })
         .await
         .map_err(|e| StartError::Actor {
@@ -158,7 +174,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningMesh, St
             what: "cluster",
             reason: e.to_string(),
         })?;
-    let node_server = node_server(&config, cookie, &master, &ledger);
+    let node_server = node_server(&config, cookie, &master, &ledger, &readings);
     let api = Api {
         master: master.clone(),
         ledger: ledger.clone(),
@@ -189,15 +205,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningMesh, St
     health_reporter
         .set_serving::<ReadingServiceServer<ReadingApi>>()
         .await;
-    let readings = ReadingApi::new(
-        crate::readings::Readings::new(ledger.clone(), &config).map_err(|source| {
-            StartError::Ledger {
-                dir: config.data_dir.display().to_string(),
-                source,
-            }
-        })?,
-        api.config.clone(),
-    );
+    let readings = ReadingApi::new(readings, api.config.clone());
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(heatmesh_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -285,6 +293,7 @@ fn node_server(
     cookie: Option<String>,
     master: &ActorRef<MasterMsg>,
     ledger: &Ledger,
+    readings: &Readings,
 ) -> NodeServer {
     let settings = ClusterSettings {
         cookie,
@@ -321,12 +330,48 @@ fn node_server(
     let l = ledger.clone();
     let epochs: EpochSource =
         Arc::new(move |node: &str| l.next_node_epoch(node).map_err(|e| e.to_string()));
+    let r = readings.clone();
+    let sink: ReadingsSink = Arc::new(move |plant, batch| {
+        let r = r.clone();
+        Box::pin(async move {
+            let rs = heatmesh_mesh::wire::readings_from_proto(batch).map_err(|error| {
+                ReadingsRefusal {
+                    refused: true,
+                    error,
+                }
+            })?;
+            r.ingest(&plant, rs, crate::task::now_us() as i64)
+                .await
+                .map(|_| ())
+                .map_err(|e| ReadingsRefusal {
+                    refused: !matches!(e, IngestError::Ledger(_)),
+                    error: e.to_string(),
+                })
+        })
+    });
     NodeServer::new(
         settings,
         membership,
         crate::scheduler::event_sink(master),
         epochs,
+        sink,
     )
+}
+
+/// Connector readings of the in-process node, straight into the ledger.
+fn direct_uplink(readings: Readings) -> Uplink {
+    Arc::new(move |plant, batch| {
+        let r = readings.clone();
+        Box::pin(async move {
+            r.ingest(&plant, batch, crate::task::now_us() as i64)
+                .await
+                .map(|_| ())
+                .map_err(|e| match e {
+                    IngestError::Ledger(e) => ShipError::Unavailable(e.to_string()),
+                    e => ShipError::Refused(e.to_string()),
+                })
+        })
+    })
 }
 
 fn http_router(metrics: PrometheusHandle, master: ActorRef<MasterMsg>) -> axum::Router {

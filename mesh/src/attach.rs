@@ -8,6 +8,8 @@
 use crate::wire::{event_to_frame, frame_to_assignment};
 use crate::{BoxFuture, LocalNode, MeshError, NodeLink, PlantLink};
 use heatmesh_agents::{EventSink, Outcome, PlantEvent, PlantSpec};
+use heatmesh_connect::ship::{ShipError, Uplink as ReadingsUplink};
+use heatmesh_ingest::Reading;
 use heatmesh_proto::v1 as pb;
 use pb::master_frame::Frame as Down;
 use pb::node_frame::Frame as Up;
@@ -41,6 +43,110 @@ pub struct NodeOptions {
     pub reconnect_max: Duration,
     /// Bound on connecting and on the master's answer to attach.
     pub connect_timeout: Duration,
+    /// Carries the node's buffered readings to the master over the attach stream.
+    pub readings: Arc<ReadingsLink>,
+}
+
+/// The node's end of reading delivery: a [`ReadingBatch`](pb::ReadingBatch) goes out on the
+/// current session and the matching ack comes back. Between sessions, sends fail at once
+/// and the shipper retries after its backoff; a session's end fails what it left unanswered.
+#[derive(Default)]
+pub struct ReadingsLink {
+    tx: Mutex<Option<mpsc::UnboundedSender<pb::NodeFrame>>>,
+    waiting: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<Result<(), ShipError>>>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for ReadingsLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReadingsLink")
+    }
+}
+
+/// Longest wait for the master's ack of one batch before it is sent again.
+const ACK_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl ReadingsLink {
+    fn attach(&self, tx: mpsc::UnboundedSender<pb::NodeFrame>) {
+        *self.tx.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+    }
+
+    fn detach(&self) {
+        *self.tx.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        // Dropping the senders fails every wait: those batches go again next session.
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    fn acked(&self, a: pb::ReadingsAck) {
+        let w = self
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&a.seq);
+        if let Some(w) = w {
+            let _ = w.send(match (a.error.is_empty(), a.refused) {
+                (true, _) => Ok(()),
+                (false, true) => Err(ShipError::Refused(a.error)),
+                (false, false) => Err(ShipError::Unavailable(a.error)),
+            });
+        }
+    }
+
+    /// The shipper's uplink over this link.
+    pub fn uplink(self: &Arc<Self>) -> ReadingsUplink {
+        let link = self.clone();
+        Arc::new(move |plant, readings| {
+            let link = link.clone();
+            Box::pin(async move { link.send(plant, readings).await })
+        })
+    }
+
+    async fn send(&self, plant: String, readings: Vec<Reading>) -> Result<(), ShipError> {
+        let seq = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(seq, tx);
+        let frame = pb::NodeFrame {
+            frame: Some(Up::Readings(pb::ReadingBatch {
+                seq,
+                plant_id: plant,
+                readings: readings
+                    .into_iter()
+                    .map(crate::wire::reading_to_proto)
+                    .collect(),
+            })),
+        };
+        let sent = match &*self.tx.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(tx) => tx.send(frame).is_ok(),
+            None => false,
+        };
+        if !sent {
+            self.waiting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&seq);
+            return Err(ShipError::Unavailable("not attached to the master".into()));
+        }
+        let answer = tokio::time::timeout(ACK_TIMEOUT, rx).await;
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&seq);
+        match answer {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(ShipError::Unavailable(
+                "the session ended before the master answered".into(),
+            )),
+            Err(_) => Err(ShipError::Unavailable(format!(
+                "no answer from the master within {ACK_TIMEOUT:?}"
+            ))),
+        }
+    }
 }
 
 /// Frames from the master, in order; an `Err` ends the session.
@@ -145,6 +251,7 @@ struct Session<'a> {
     plants: &'a mut HashMap<String, (u64, Arc<dyn PlantLink>)>,
     sink: &'a EventSink,
     tx: mpsc::UnboundedSender<pb::NodeFrame>,
+    readings: &'a ReadingsLink,
 }
 
 impl Session<'_> {
@@ -205,6 +312,7 @@ impl Session<'_> {
                 };
                 let _ = self.local.inject_fault(&f.plant_id, &f.kind, fault);
             }
+            Down::ReadingsAck(a) => self.readings.acked(a),
             Down::Welcome(_) => {}
         }
     }
@@ -338,29 +446,43 @@ async fn attach_once(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .attach(tx.clone());
-    let mut hb = tokio::time::interval(Duration::from_millis(
-        welcome.heartbeat_interval_ms.max(10) as u64,
+    let hb = tokio::time::interval(Duration::from_millis(
+        welcome.heartbeat_interval_ms.max(10) as u64
     ));
-    let mut seq = 0;
     let mut session = Session {
         local,
         plants,
         sink,
         tx: tx.clone(),
+        readings: &opts.readings,
     };
+    opts.readings.attach(tx.clone());
+    let ended = attached_loop(&mut session, &mut down, &tx, &welcome, hb).await;
+    opts.readings.detach();
+    Ok(ended)
+}
+
+async fn attached_loop(
+    session: &mut Session<'_>,
+    down: &mut MasterStream,
+    tx: &mpsc::UnboundedSender<pb::NodeFrame>,
+    welcome: &pb::Welcome,
+    mut hb: tokio::time::Interval,
+) -> String {
+    let mut seq = 0;
     loop {
         tokio::select! {
             msg = down.next() => match msg.transpose() {
                 Ok(Some(pb::MasterFrame { frame: Some(f) })) => session.handle(f).await,
                 Ok(Some(_)) => {}
-                Ok(None) => return Ok("the master closed the session".into()),
-                Err(s) => return Ok(format!("{:?}: {}", s.code(), s.message())),
+                Ok(None) => return "the master closed the session".into(),
+                Err(s) => return format!("{:?}: {}", s.code(), s.message()),
             },
             _ = hb.tick() => {
                 seq += 1;
                 let beat = pb::NodeFrame { frame: Some(Up::Heartbeat(pb::Heartbeat { node_epoch: welcome.node_epoch, seq })) };
                 if tx.send(beat).is_err() {
-                    return Ok("uplink closed".into());
+                    return "uplink closed".into();
                 }
             }
         }

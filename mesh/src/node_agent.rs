@@ -4,6 +4,7 @@ use heatmesh_agents::fault::FaultTable;
 use heatmesh_agents::{
     EventSink, PlantArgs, PlantEvent, PlantMsg, PlantSpec, PlantSupervisor, RestartPolicy,
 };
+use heatmesh_connect::feeds::{FeedHost, Running};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use std::collections::HashMap;
 
@@ -33,12 +34,16 @@ pub struct NodeAgentArgs {
     pub policy: RestartPolicy,
     /// Rehearsal faults shared by the node's plants.
     pub faults: FaultTable,
+    /// Runs each placed plant's connectors; `None` runs none (drills, tests).
+    pub feeds: Option<FeedHost>,
 }
 
 struct Placed {
     epoch: u64,
     sink: EventSink,
     actor: ActorRef<PlantMsg>,
+    /// The plant's connectors, stopped when this entry goes (replaced, down, stopped).
+    _feeds: Option<Running>,
 }
 
 /// Node agent state.
@@ -83,6 +88,7 @@ impl Actor for NodeAgent {
                     old.actor.stop(Some(format!("replaced by epoch {epoch}")));
                 }
                 let id = spec.id.clone();
+                let feeds = spec.feeds.clone();
                 let result = Actor::spawn_linked(
                     None,
                     PlantSupervisor,
@@ -98,12 +104,14 @@ impl Actor for NodeAgent {
                 .await;
                 let answer = match result {
                     Ok((actor, _)) => {
+                        let running = st.args.feeds.as_ref().map(|h| h.start(&id, &feeds));
                         st.plants.insert(
                             id,
                             Placed {
                                 epoch,
                                 sink,
                                 actor: actor.clone(),
+                                _feeds: running,
                             },
                         );
                         Ok(actor)

@@ -67,6 +67,22 @@ pub type MembershipSink = Arc<dyn Fn(Membership) + Send + Sync>;
 /// Hands out node epochs that only increase, also across master restarts.
 pub type EpochSource = Arc<dyn Fn(&str) -> Result<u64, String> + Send + Sync>;
 
+/// Why the master did not take a batch of readings: `refused` when it never will.
+#[derive(Debug, Clone)]
+pub struct ReadingsRefusal {
+    /// The batch is invalid, not merely early: the node should drop it.
+    pub refused: bool,
+    /// Why.
+    pub error: String,
+}
+
+/// Takes a node's batch of readings for a plant; resolves once they are durable.
+pub type ReadingsSink = Arc<
+    dyn Fn(String, Vec<pb::Reading>) -> BoxFuture<'static, Result<(), ReadingsRefusal>>
+        + Send
+        + Sync,
+>;
+
 /// The NodeService implementation the master serves.
 #[derive(Clone)]
 pub struct NodeServer {
@@ -74,6 +90,7 @@ pub struct NodeServer {
     membership: MembershipSink,
     events: EventSink,
     epochs: EpochSource,
+    readings: ReadingsSink,
 }
 
 impl NodeServer {
@@ -83,12 +100,14 @@ impl NodeServer {
         membership: MembershipSink,
         events: EventSink,
         epochs: EpochSource,
+        readings: ReadingsSink,
     ) -> Self {
         NodeServer {
             settings: Arc::new(settings),
             membership,
             events,
             epochs,
+            readings,
         }
     }
 }
@@ -382,6 +401,21 @@ impl NodeServer {
                         node.last_heartbeat_us.store(now_us(), Ordering::Relaxed);
                         match frame {
                             Up::Heartbeat(_) => {}
+                            Up::Readings(b) => {
+                                // Acknowledged once durable, without holding up this
+                                // node's other frames (heartbeats, task reports).
+                                let (sink, tx) = (self.readings.clone(), node.tx.clone());
+                                tokio::spawn(async move {
+                                    let (error, refused) = match sink(b.plant_id, b.readings).await {
+                                        Ok(()) => (String::new(), false),
+                                        Err(r) => (r.error, r.refused),
+                                    };
+                                    let ack = pb::ReadingsAck { seq: b.seq, error, refused };
+                                    let _ = tx.send(Ok(pb::MasterFrame {
+                                        frame: Some(pb::master_frame::Frame::ReadingsAck(ack)),
+                                    }));
+                                });
+                            }
                             Up::PlantStarted(s) => {
                                 let waiter = node
                                     .spawning

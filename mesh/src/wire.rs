@@ -140,3 +140,62 @@ pub fn frame_to_assignment(a: pb::Assign) -> (String, Assignment) {
         },
     )
 }
+
+/// A reading as the protobuf message both the node protocol and the ReadingService carry.
+pub fn reading_to_proto(r: heatmesh_ingest::Reading) -> pb::Reading {
+    use heatmesh_ingest::Quality;
+    let us = r.time_us.max(0);
+    pb::Reading {
+        meter: r.meter,
+        source_time: Some(prost_types::Timestamp {
+            seconds: us / 1_000_000,
+            nanos: ((us % 1_000_000) * 1_000) as i32,
+        }),
+        value: r.raw,
+        quality: match r.quality {
+            Quality::Good => pb::ReadingQuality::Good,
+            Quality::Uncertain => pb::ReadingQuality::Uncertain,
+            Quality::Bad => pb::ReadingQuality::Bad,
+        } as i32,
+        status_code: r.status,
+    }
+}
+
+/// The readings of one message, checked for what the protobuf form cannot rule out (a
+/// missing source time, an unknown quality); the error names `readings[i].field`.
+pub fn readings_from_proto(
+    readings: Vec<pb::Reading>,
+) -> Result<Vec<heatmesh_ingest::Reading>, String> {
+    use heatmesh_ingest::Quality;
+    readings
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let t = r
+                .source_time
+                .as_ref()
+                .ok_or_else(|| format!("readings[{i}].source_time: required"))?;
+            let quality = match pb::ReadingQuality::try_from(r.quality) {
+                Ok(pb::ReadingQuality::Unspecified | pb::ReadingQuality::Good) => Quality::Good,
+                Ok(pb::ReadingQuality::Uncertain) => Quality::Uncertain,
+                Ok(pb::ReadingQuality::Bad) => Quality::Bad,
+                Err(_) => {
+                    return Err(format!(
+                        "readings[{i}].quality: unknown value {}",
+                        r.quality
+                    ));
+                }
+            };
+            Ok(heatmesh_ingest::Reading {
+                meter: r.meter,
+                time_us: t
+                    .seconds
+                    .saturating_mul(1_000_000)
+                    .saturating_add(i64::from(t.nanos) / 1_000),
+                raw: r.value,
+                quality,
+                status: r.status_code,
+            })
+        })
+        .collect()
+}

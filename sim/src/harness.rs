@@ -227,6 +227,7 @@ impl InProcMesh {
             node_id: id.to_string(),
             policy: self.policy,
             faults: FaultTable::default(),
+            feeds: None,
         })
         .await
         .map_err(|e| format!("starting node {id}: {e}"))?;
@@ -239,6 +240,7 @@ impl InProcMesh {
             reconnect_initial: Duration::from_millis(20),
             reconnect_max: Duration::from_millis(200),
             connect_timeout: Duration::from_secs(2),
+            readings: Default::default(),
         };
         let dialer = self.net.dialer(id);
         let node = local.clone();

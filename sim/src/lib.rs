@@ -15,6 +15,7 @@ pub mod harness;
 pub mod loadtest;
 pub mod multiproc;
 pub mod net;
+pub mod plantsim;
 pub mod process;
 pub mod proxy;
 pub mod rng;

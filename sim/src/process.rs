@@ -109,12 +109,27 @@ pub fn node_args(
         cookie_file.display().to_string(),
         "--reconnect-max".into(),
         "500ms".into(),
+        // The node's reading buffer goes beside the cookie, in the caller's temporary
+        // directory, and survives the node's restarts there.
+        "--data-dir".into(),
+        beside(cookie_file, &format!("node-{id}")),
+        // Its record of what it acquired, for loss checks.
+        "--acquired-log".into(),
+        beside(cookie_file, &format!("acquired-{id}")),
     ];
     for p in plants {
         a.push("--plant".into());
         a.push((*p).into());
     }
     a
+}
+
+fn beside(file: &Path, name: &str) -> String {
+    file.parent()
+        .unwrap_or(Path::new("."))
+        .join(name)
+        .display()
+        .to_string()
 }
 
 /// Loopback address with a free port.

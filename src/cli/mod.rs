@@ -13,5 +13,6 @@ pub mod mesh;
 pub mod node;
 pub mod optimize;
 pub mod readings;
+pub mod simulate;
 pub mod table;
 pub mod up;

@@ -4,10 +4,14 @@
 use anyhow::{Context, bail};
 use heatmesh_agents::RestartPolicy;
 use heatmesh_agents::fault::FaultTable;
-use heatmesh_mesh::attach::{self, NodeOptions};
+use heatmesh_connect::buffer::Buffer;
+use heatmesh_connect::feeds::{FeedHost, Health, Sink, Store};
+use heatmesh_connect::ship;
+use heatmesh_mesh::attach::{self, NodeOptions, ReadingsLink};
 use heatmesh_mesh::{LocalNode, NodeAgentArgs};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Arguments of `heatmesh node`.
@@ -37,6 +41,18 @@ pub struct NodeArgs {
     /// Largest reconnect delay.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
     reconnect_max: Duration,
+    /// Directory of the node's durable reading buffer (default `heatmesh-node-<id>` in the
+    /// working directory).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Most bytes of readings the buffer holds while the master has not confirmed them;
+    /// when full, the connectors stop polling (and say so) until it drains.
+    #[arg(long, default_value_t = 1 << 30)]
+    buffer_bytes: u64,
+    /// Also append every batch of readings acquired, once buffered, to DIR/<plant>.csv (the
+    /// `heatmesh ingest` format): the node's own record of what it read.
+    #[arg(long, value_name = "DIR")]
+    acquired_log: Option<PathBuf>,
 }
 
 fn cookie(a: &NodeArgs) -> anyhow::Result<String> {
@@ -72,13 +88,35 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
     } else {
         format!("http://{}", a.master)
     };
+    let dir = a
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("heatmesh-node-{id}")));
+    let buffer = Buffer::open(&dir, a.buffer_bytes)
+        .with_context(|| format!("opening the reading buffer in {}", dir.display()))?;
+    if !buffer.is_empty() {
+        eprintln!(
+            "heatmesh node {id}: {} batches of readings from before a restart wait in {} for the master",
+            buffer.len(),
+            dir.display()
+        );
+    }
     let local = LocalNode::start(NodeAgentArgs {
         node_id: id.clone(),
         policy: RestartPolicy::default(),
         faults: FaultTable::default(),
+        feeds: Some(FeedHost {
+            store: Store {
+                sink: Sink::Buffer(buffer.clone()),
+                record: a.acquired_log.clone(),
+            },
+            health: Health::default(),
+        }),
     })
     .await
     .context("starting the node agent")?;
+    let link = Arc::new(ReadingsLink::default());
+    let shipper = tokio::spawn(ship::run(buffer, link.uplink(), id.clone()));
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
         .with_context(|| format!("binding --listen {}", a.listen))?;
@@ -115,8 +153,10 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
         reconnect_initial: a.reconnect_initial,
         reconnect_max: a.reconnect_max,
         connect_timeout: Duration::from_secs(2),
+        readings: link,
     };
     let result = attach::run(opts, local, super::up::shutdown_signal()).await;
     server.abort();
+    shipper.abort();
     result.map_err(|e| anyhow::anyhow!("{e}"))
 }

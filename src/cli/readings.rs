@@ -4,8 +4,8 @@
 use super::client::{JsonFlag, connect, rpc_err};
 use super::table::Table;
 use anyhow::{Context, bail};
+use heatmesh_ingest::Reading;
 use heatmesh_ingest::time::{format_us, parse_rfc3339};
-use heatmesh_ingest::{Quality, Reading};
 use heatmesh_proto::v1 as pb;
 use pb::reading_service_client::ReadingServiceClient;
 use serde_json::json;
@@ -132,7 +132,11 @@ pub async fn ingest(addr: &str, a: IngestArgs) -> anyhow::Result<()> {
         let mut last = Instant::now();
         let mut chunks = readings.into_iter().peekable();
         while chunks.peek().is_some() {
-            let chunk: Vec<pb::Reading> = chunks.by_ref().take(batch).map(to_proto).collect();
+            let chunk: Vec<pb::Reading> = chunks
+                .by_ref()
+                .take(batch)
+                .map(heatmesh_mesh::wire::reading_to_proto)
+                .collect();
             sent += chunk.len();
             let msg = pb::IngestReadingsRequest {
                 plant_id: plant.clone(),
@@ -188,25 +192,6 @@ fn data_lines(text: &str) -> impl Iterator<Item = usize> + '_ {
         .filter(|(_, l)| !l.trim().is_empty() && !l.trim().starts_with('#'))
         .skip(1)
         .map(|(i, _)| i + 1)
-}
-
-/// A reading on the wire.
-pub fn to_proto(r: Reading) -> pb::Reading {
-    let us = r.time_us.max(0);
-    pb::Reading {
-        meter: r.meter,
-        source_time: Some(prost_types::Timestamp {
-            seconds: us / 1_000_000,
-            nanos: ((us % 1_000_000) * 1_000) as i32,
-        }),
-        value: r.raw,
-        quality: match r.quality {
-            Quality::Good => pb::ReadingQuality::Good,
-            Quality::Uncertain => pb::ReadingQuality::Uncertain,
-            Quality::Bad => pb::ReadingQuality::Bad,
-        } as i32,
-        status_code: r.status,
-    }
 }
 
 /// Arguments of `heatmesh readings`.

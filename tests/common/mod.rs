@@ -30,6 +30,16 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     c.scheduler.replace_backoff_ms = 50;
     c.restart.backoff_initial_ms = 5;
     c.restart.backoff_max_ms = 20;
+    // No connectors: tests that want plant data over Modbus start a simulator and point the
+    // sources at it; the rest push readings and must not race a device on a fixed port.
+    for p in &mut c.plants {
+        p.feeds.sources.clear();
+        for m in &mut p.feeds.meters {
+            m.source = None;
+            m.modbus = None;
+            m.node_id = None;
+        }
+    }
     c
 }
 

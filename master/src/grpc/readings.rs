@@ -6,9 +6,9 @@ use super::convert::ts;
 use crate::config::Config;
 use crate::readings::{IngestError, Outcome, Readings};
 use crate::task::now_us;
+use heatmesh_ingest::Quality;
 use heatmesh_ingest::meter::SourceSpec;
 use heatmesh_ingest::reading::Stored;
-use heatmesh_ingest::{Quality, Reading};
 use heatmesh_proto::v1 as pb;
 use pb::reading_service_server::ReadingService;
 use std::sync::Arc;
@@ -50,17 +50,6 @@ fn micros(t: &prost_types::Timestamp) -> i64 {
         .saturating_add(i64::from(t.nanos) / 1_000)
 }
 
-fn quality_from(q: i32, field: &str) -> Result<Quality, Status> {
-    match pb::ReadingQuality::try_from(q) {
-        Ok(pb::ReadingQuality::Unspecified | pb::ReadingQuality::Good) => Ok(Quality::Good),
-        Ok(pb::ReadingQuality::Uncertain) => Ok(Quality::Uncertain),
-        Ok(pb::ReadingQuality::Bad) => Ok(Quality::Bad),
-        Err(_) => Err(Status::invalid_argument(format!(
-            "{field}: unknown quality {q}"
-        ))),
-    }
-}
-
 fn quality_to(q: Quality) -> pb::ReadingQuality {
     match q {
         Quality::Good => pb::ReadingQuality::Good,
@@ -69,24 +58,10 @@ fn quality_to(q: Quality) -> pb::ReadingQuality {
     }
 }
 
-/// The wire readings of one message as [`Reading`]s; the error names the reading.
-pub fn from_proto(readings: Vec<pb::Reading>) -> Result<Vec<Reading>, Status> {
-    readings
-        .into_iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let t = r.source_time.as_ref().ok_or_else(|| {
-                Status::invalid_argument(format!("readings[{i}].source_time: required"))
-            })?;
-            Ok(Reading {
-                quality: quality_from(r.quality, &format!("readings[{i}].quality"))?,
-                meter: r.meter,
-                time_us: micros(t),
-                raw: r.value,
-                status: r.status_code,
-            })
-        })
-        .collect()
+/// The wire readings of one message as [`heatmesh_ingest::Reading`]s; the error names the
+/// reading.
+pub fn from_proto(readings: Vec<pb::Reading>) -> Result<Vec<heatmesh_ingest::Reading>, Status> {
+    heatmesh_mesh::wire::readings_from_proto(readings).map_err(Status::invalid_argument)
 }
 
 /// A stored reading as the API shows it.
