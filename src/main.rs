@@ -72,6 +72,8 @@ enum Command {
     Readings(cli::readings::ReadingsArgs),
     /// List the configured meters with their source and address.
     Meters(cli::readings::MetersArgs),
+    /// Each connector-read meter's health: state, last value and age, errors and their cause.
+    Feeds(cli::readings::FeedsArgs),
     /// Serve the fleet's Modbus sources from an energy-conserving plant model (a stand-in
     /// for the plants' SCADA).
     Simulate(cli::simulate::SimulateArgs),
@@ -145,6 +147,7 @@ fn main() -> ExitCode {
             Command::Ingest(a) => cli::readings::ingest(&addr, a).await,
             Command::Readings(a) => cli::readings::readings(&addr, a).await,
             Command::Meters(a) => cli::readings::meters(&addr, a).await,
+            Command::Feeds(a) => cli::readings::feeds(&addr, a).await,
             Command::Simulate(a) => cli::simulate::run(a).await,
             Command::Calc(a) => cli::calc::run(a),
             Command::Optimize(a) => cli::optimize::run(&addr, a).await,

@@ -68,6 +68,18 @@ pub enum FeedState {
     Waiting,
 }
 
+impl FeedState {
+    /// The name used in tables and on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            FeedState::Ok => "ok",
+            FeedState::Stale => "stale",
+            FeedState::Down => "down",
+            FeedState::Waiting => "waiting",
+        }
+    }
+}
+
 /// One meter's health.
 #[derive(Debug, Clone, Serialize)]
 pub struct MeterHealth {
@@ -87,10 +99,12 @@ pub struct MeterHealth {
     pub last_error: Option<String>,
     /// Errors since the connector started.
     pub errors: u64,
+    /// The meter's poll interval, ms (with `stale_after`, when silence means stale).
     #[serde(skip)]
-    poll_ms: u64,
+    pub poll_ms: u64,
+    /// Poll intervals of silence after which the meter is stale.
     #[serde(skip)]
-    stale_after: u32,
+    pub stale_after: u32,
 }
 
 #[derive(Default)]

@@ -8,6 +8,7 @@
 //! efficiencies, operator overrides, last run).
 
 pub mod config;
+pub mod feeds;
 pub mod grpc;
 pub mod heat_dispatch;
 pub mod ledger;

@@ -309,6 +309,17 @@ impl Readings {
         Ok(rx)
     }
 
+    /// Each meter's newest source time submitted so far: (plant, meter, microseconds).
+    pub fn latest_times(&self) -> Vec<(String, String, i64)> {
+        let known = self.inner.known.lock().unwrap_or_else(|e| e.into_inner());
+        known
+            .latest
+            .iter()
+            .filter(|(_, t)| **t > i64::MIN)
+            .map(|((p, m), t)| (p.to_string(), m.clone(), *t))
+            .collect()
+    }
+
     /// Resolves when the ledger's state store is close enough behind its log to take
     /// another batch ([`UNAPPLIED_LIMIT`]).
     pub async fn ready(&self) {

@@ -2,6 +2,7 @@
 //! optimization and reading APIs, health, reflection) and the metrics/health HTTP endpoint.
 
 use crate::config::Config;
+use crate::feeds::FeedBoard;
 use crate::grpc::Api;
 use crate::grpc::optimize::OptimizerApi;
 use crate::grpc::readings::ReadingApi;
@@ -89,6 +90,8 @@ pub struct RunningMesh {
     ledger: Ledger,
     stop: Vec<oneshot::Sender<()>>,
     servers: Vec<JoinHandle<()>>,
+    /// Loops that run until stopped (the reading-age gauges).
+    background: Vec<JoinHandle<()>>,
 }
 
 /// The process-wide Prometheus recorder (installed once).
@@ -131,6 +134,8 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningMesh, St
         source,
     })?;
     let faults = FaultTable::default();
+    let local_health = Health::default();
+    let feeds = FeedBoard::with_local(&config.node_id, local_health.clone());
     let node = Arc::new(
         LocalNode::start(NodeAgentArgs {
             node_id: config.node_id.clone(),
@@ -140,7 +145,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningMesh, St
             // straight to the ledger, which is the durable buffer a remote node keeps itself.
             feeds: Some(FeedHost {
                 store: Store::new(Sink::Direct(direct_uplink(readings.clone()))),
-                health: Health::default(),
+                health: local_health,
             }),
         })
         .await
@@ -174,7 +179,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningMesh, St
             what: "cluster",
             reason: e.to_string(),
         })?;
-    let node_server = node_server(&config, cookie, &master, &ledger, &readings);
+    let node_server = node_server(&config, cookie, &master, &ledger, &readings, &feeds);
     let api = Api {
         master: master.clone(),
         ledger: ledger.clone(),
@@ -205,7 +210,8 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningMesh, St
     health_reporter
         .set_serving::<ReadingServiceServer<ReadingApi>>()
         .await;
-    let readings = ReadingApi::new(readings, api.config.clone());
+    let ages = tokio::spawn(reading_ages(readings.clone()));
+    let readings = ReadingApi::new(readings, feeds, api.config.clone());
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(heatmesh_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -283,6 +289,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningMesh, St
         ledger,
         stop,
         servers,
+        background: vec![ages],
     })
 }
 
@@ -294,6 +301,7 @@ fn node_server(
     master: &ActorRef<MasterMsg>,
     ledger: &Ledger,
     readings: &Readings,
+    feeds: &FeedBoard,
 ) -> NodeServer {
     let settings = ClusterSettings {
         cookie,
@@ -349,13 +357,29 @@ fn node_server(
                 })
         })
     });
+    let board = feeds.clone();
     NodeServer::new(
         settings,
         membership,
         crate::scheduler::event_sink(master),
         epochs,
         sink,
+        Arc::new(move |node, meters| board.report(node, meters)),
     )
+}
+
+/// Keeps `heatmesh_meter_last_reading_age_seconds{plant,meter}` current: how long ago, by
+/// the master's clock, the newest source time in the ledger of each meter lies.
+async fn reading_ages(readings: Readings) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let now = crate::task::now_us() as i64;
+        for (plant, meter, t) in readings.latest_times() {
+            metrics::gauge!("heatmesh_meter_last_reading_age_seconds", "plant" => plant, "meter" => meter)
+                .set((now - t).max(0) as f64 / 1e6);
+        }
+    }
 }
 
 /// Connector readings of the in-process node, straight into the ledger.
@@ -440,6 +464,9 @@ impl RunningMesh {
     /// next incarnation. Node sessions served through [`Self::node_server`] are the
     /// caller's to cut.
     pub fn crash(self) {
+        for b in &self.background {
+            b.abort();
+        }
         for s in self.stop {
             let _ = s.send(());
         }
@@ -470,6 +497,9 @@ impl RunningMesh {
 
     /// Stops serving, stops the actors, flushes the ledger.
     pub async fn shutdown(self) {
+        for b in &self.background {
+            b.abort();
+        }
         for s in self.stop {
             let _ = s.send(());
         }

@@ -8,6 +8,7 @@
 use crate::wire::{event_to_frame, frame_to_assignment};
 use crate::{BoxFuture, LocalNode, MeshError, NodeLink, PlantLink};
 use heatmesh_agents::{EventSink, Outcome, PlantEvent, PlantSpec};
+use heatmesh_connect::feeds::Health;
 use heatmesh_connect::ship::{ShipError, Uplink as ReadingsUplink};
 use heatmesh_ingest::Reading;
 use heatmesh_proto::v1 as pb;
@@ -52,6 +53,8 @@ pub struct NodeOptions {
 /// and the shipper retries after its backoff; a session's end fails what it left unanswered.
 #[derive(Default)]
 pub struct ReadingsLink {
+    /// The node's meter health, reported to the master about once a second.
+    health: Option<Health>,
     tx: Mutex<Option<mpsc::UnboundedSender<pb::NodeFrame>>>,
     waiting: Mutex<HashMap<u64, tokio::sync::oneshot::Sender<Result<(), ShipError>>>>,
     next: std::sync::atomic::AtomicU64,
@@ -67,6 +70,29 @@ impl std::fmt::Debug for ReadingsLink {
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl ReadingsLink {
+    /// A link that also reports this health table.
+    pub fn with_health(health: Health) -> ReadingsLink {
+        ReadingsLink {
+            health: Some(health),
+            ..ReadingsLink::default()
+        }
+    }
+
+    /// The health frame to send now, if this node reads any meter.
+    fn health_frame(&self) -> Option<pb::NodeFrame> {
+        let now = heatmesh_connect::now_us();
+        let meters: Vec<pb::MeterFeed> = self
+            .health
+            .as_ref()?
+            .snapshot(now)
+            .into_iter()
+            .map(|h| crate::wire::feed_to_proto(h, "", now))
+            .collect();
+        Some(pb::NodeFrame {
+            frame: Some(Up::FeedHealth(pb::FeedHealth { meters })),
+        })
+    }
+
     fn attach(&self, tx: mpsc::UnboundedSender<pb::NodeFrame>) {
         *self.tx.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
     }
@@ -483,6 +509,13 @@ async fn attached_loop(
                 let beat = pb::NodeFrame { frame: Some(Up::Heartbeat(pb::Heartbeat { node_epoch: welcome.node_epoch, seq })) };
                 if tx.send(beat).is_err() {
                     return "uplink closed".into();
+                }
+                // Meter health about once a second, riding the heartbeat's clock.
+                let per_second = (1_000 / welcome.heartbeat_interval_ms.max(10) as u64).max(1);
+                if seq % per_second == 0
+                    && let Some(f) = session.readings.health_frame()
+                {
+                    let _ = tx.send(f);
                 }
             }
         }

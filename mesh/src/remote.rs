@@ -83,6 +83,11 @@ pub type ReadingsSink = Arc<
         + Sync,
 >;
 
+/// Takes a node's report of its meters' health: the node id and, per meter, when the node
+/// took the snapshot and what it held.
+pub type FeedsSink =
+    Arc<dyn Fn(&str, Vec<(i64, heatmesh_connect::feeds::MeterHealth)>) + Send + Sync>;
+
 /// The NodeService implementation the master serves.
 #[derive(Clone)]
 pub struct NodeServer {
@@ -91,6 +96,7 @@ pub struct NodeServer {
     events: EventSink,
     epochs: EpochSource,
     readings: ReadingsSink,
+    feeds: FeedsSink,
 }
 
 impl NodeServer {
@@ -101,6 +107,7 @@ impl NodeServer {
         events: EventSink,
         epochs: EpochSource,
         readings: ReadingsSink,
+        feeds: FeedsSink,
     ) -> Self {
         NodeServer {
             settings: Arc::new(settings),
@@ -108,6 +115,7 @@ impl NodeServer {
             events,
             epochs,
             readings,
+            feeds,
         }
     }
 }
@@ -401,6 +409,10 @@ impl NodeServer {
                         node.last_heartbeat_us.store(now_us(), Ordering::Relaxed);
                         match frame {
                             Up::Heartbeat(_) => {}
+                            Up::FeedHealth(f) => (self.feeds)(
+                                &node.id,
+                                f.meters.into_iter().map(crate::wire::feed_from_proto).collect(),
+                            ),
                             Up::Readings(b) => {
                                 // Acknowledged once durable, without holding up this
                                 // node's other frames (heartbeats, task reports).

@@ -199,3 +199,55 @@ pub fn readings_from_proto(
         })
         .collect()
 }
+
+/// A meter's health as a node reports it (`reported_us`: when the snapshot was taken).
+pub fn feed_to_proto(
+    h: heatmesh_connect::feeds::MeterHealth,
+    node: &str,
+    reported_us: i64,
+) -> pb::MeterFeed {
+    let ts = |us: i64| prost_types::Timestamp {
+        seconds: us.max(0) / 1_000_000,
+        nanos: ((us.max(0) % 1_000_000) * 1_000) as i32,
+    };
+    pb::MeterFeed {
+        plant_id: h.plant,
+        meter: h.meter,
+        source: h.source,
+        state: h.state.name().into(),
+        has_value: h.last_value.is_some(),
+        last_value: h.last_value.unwrap_or(0.0),
+        last_time: h.last_time_us.map(ts),
+        last_error: h.last_error.unwrap_or_default(),
+        errors: h.errors,
+        node: node.into(),
+        reported: Some(ts(reported_us)),
+    }
+}
+
+/// A node's report of one meter back to its health record and when it was taken; unknown
+/// states read as `waiting`.
+pub fn feed_from_proto(f: pb::MeterFeed) -> (i64, heatmesh_connect::feeds::MeterHealth) {
+    use heatmesh_connect::feeds::{FeedState, MeterHealth};
+    let us = |t: &prost_types::Timestamp| t.seconds * 1_000_000 + i64::from(t.nanos) / 1_000;
+    let state = match f.state.as_str() {
+        "ok" => FeedState::Ok,
+        "stale" => FeedState::Stale,
+        "down" => FeedState::Down,
+        _ => FeedState::Waiting,
+    };
+    let reported = f.reported.as_ref().map_or(0, us);
+    let h = MeterHealth {
+        plant: f.plant_id,
+        meter: f.meter,
+        source: f.source,
+        state,
+        last_value: f.has_value.then_some(f.last_value),
+        last_time_us: f.last_time.as_ref().map(us),
+        last_error: Some(f.last_error).filter(|e| !e.is_empty()),
+        errors: f.errors,
+        poll_ms: 0,
+        stale_after: 0,
+    };
+    (reported, h)
+}

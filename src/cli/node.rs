@@ -101,6 +101,7 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
             dir.display()
         );
     }
+    let health = Health::default();
     let local = LocalNode::start(NodeAgentArgs {
         node_id: id.clone(),
         policy: RestartPolicy::default(),
@@ -110,12 +111,12 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
                 sink: Sink::Buffer(buffer.clone()),
                 record: a.acquired_log.clone(),
             },
-            health: Health::default(),
+            health: health.clone(),
         }),
     })
     .await
     .context("starting the node agent")?;
-    let link = Arc::new(ReadingsLink::default());
+    let link = Arc::new(ReadingsLink::with_health(health));
     let shipper = tokio::spawn(ship::run(buffer, link.uplink(), id.clone()));
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await

@@ -405,3 +405,84 @@ pub async fn meters(addr: &str, a: MetersArgs) -> anyhow::Result<()> {
     print!("{}", t.render());
     Ok(())
 }
+
+/// Arguments of `heatmesh feeds`.
+#[derive(clap::Args)]
+pub struct FeedsArgs {
+    /// Only this plant's meters.
+    #[arg(long)]
+    plant: Option<String>,
+    #[command(flatten)]
+    out: JsonFlag,
+}
+
+/// `heatmesh feeds`: each connector-read meter's state, last value and age, errors and
+/// their cause, and the node reading it.
+pub async fn feeds(addr: &str, a: FeedsArgs) -> anyhow::Result<()> {
+    let mut client = ReadingServiceClient::new(connect(addr).await?);
+    let fs = client
+        .list_feeds(pb::ListFeedsRequest {
+            plant_id: a.plant.unwrap_or_default(),
+        })
+        .await
+        .map_err(rpc_err)?
+        .into_inner()
+        .feeds;
+    let now = heatmesh_master::task::now_us() as i64;
+    let age = |t: &Option<prost_types::Timestamp>| {
+        t.as_ref().map(|_| (now - micros(t)).max(0) as f64 / 1e6)
+    };
+    if a.out.json {
+        let rows: Vec<serde_json::Value> = fs
+            .iter()
+            .map(|f| {
+                json!({
+                    "plant": f.plant_id, "meter": f.meter, "source": f.source,
+                    "state": f.state, "node": f.node,
+                    "last_value": f.has_value.then_some(f.last_value),
+                    "last_time": f.last_time.as_ref().map(|_| format_us(micros(&f.last_time))),
+                    "age_seconds": age(&f.last_time), "errors": f.errors,
+                    "last_error": Some(&f.last_error).filter(|e| !e.is_empty()),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    if fs.is_empty() {
+        println!(
+            "no meter is read by a connector (meters without a source are fed by pushes and files)"
+        );
+        return Ok(());
+    }
+    let mut t = Table::new(&[
+        "PLANT",
+        "METER",
+        "SOURCE",
+        "STATE",
+        "LAST VALUE",
+        "AGE",
+        "ERRORS",
+        "LAST ERROR",
+        "NODE",
+    ]);
+    for f in &fs {
+        t.row(vec![
+            f.plant_id.clone(),
+            f.meter.clone(),
+            f.source.clone(),
+            f.state.clone(),
+            if f.has_value {
+                format!("{}", f.last_value)
+            } else {
+                "-".into()
+            },
+            age(&f.last_time).map_or("-".into(), |s| format!("{s:.1} s")),
+            f.errors.to_string(),
+            f.last_error.clone(),
+            f.node.clone(),
+        ]);
+    }
+    print!("{}", t.render());
+    Ok(())
+}

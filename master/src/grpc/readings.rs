@@ -4,6 +4,7 @@
 
 use super::convert::ts;
 use crate::config::Config;
+use crate::feeds::FeedBoard;
 use crate::readings::{IngestError, Outcome, Readings};
 use crate::task::now_us;
 use heatmesh_ingest::Quality;
@@ -24,13 +25,18 @@ const IN_FLIGHT: usize = 8;
 #[derive(Clone)]
 pub struct ReadingApi {
     readings: Readings,
+    feeds: FeedBoard,
     config: Arc<Config>,
 }
 
 impl ReadingApi {
-    /// The service over this readings path.
-    pub fn new(readings: Readings, config: Arc<Config>) -> ReadingApi {
-        ReadingApi { readings, config }
+    /// The service over this readings path and feed board.
+    pub fn new(readings: Readings, feeds: FeedBoard, config: Arc<Config>) -> ReadingApi {
+        ReadingApi {
+            readings,
+            feeds,
+            config,
+        }
     }
 }
 
@@ -181,6 +187,28 @@ impl ReadingService for ReadingApi {
         }))
     }
 
+    async fn list_feeds(
+        &self,
+        request: Request<pb::ListFeedsRequest>,
+    ) -> Result<Response<pb::ListFeedsResponse>, Status> {
+        let want = request.into_inner().plant_id;
+        if !want.is_empty() && !self.config.plants.iter().any(|p| p.id == want) {
+            return Err(Status::not_found(format!(
+                "plant_id: no plant {want:?} in the fleet"
+            )));
+        }
+        let feeds = self
+            .feeds
+            .list(
+                Some(want.as_str()).filter(|w| !w.is_empty()),
+                now_us() as i64,
+            )
+            .into_iter()
+            .map(feed_to_proto)
+            .collect();
+        Ok(Response::new(pb::ListFeedsResponse { feeds }))
+    }
+
     async fn list_meters(
         &self,
         request: Request<pb::ListMetersRequest>,
@@ -228,6 +256,23 @@ impl ReadingService for ReadingApi {
             }
         }
         Ok(Response::new(pb::ListMetersResponse { meters }))
+    }
+}
+
+fn feed_to_proto(f: crate::feeds::Feed) -> pb::MeterFeed {
+    let h = f.health;
+    pb::MeterFeed {
+        plant_id: h.plant,
+        meter: h.meter,
+        source: h.source,
+        state: f.state,
+        has_value: h.last_value.is_some(),
+        last_value: h.last_value.unwrap_or(0.0),
+        last_time: h.last_time_us.map(|t| ts(t.max(0) as u64)),
+        last_error: h.last_error.unwrap_or_default(),
+        errors: h.errors,
+        node: f.node,
+        reported: Some(ts(f.reported_us.max(0) as u64)),
     }
 }
 
