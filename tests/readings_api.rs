@@ -89,13 +89,11 @@ async fn a_csv_backfill_of_100000_readings_is_ingested_exactly_once() {
             "--json".into(),
         ])
     };
-    let first = run().await;
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
+    let tally_of = |o: Output| -> serde_json::Value {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let v = tally_of(run().await);
     assert_eq!(
         (v["received"].as_u64(), v["ingested"].as_u64()),
         (Some(100_000), Some(100_000)),
@@ -106,13 +104,7 @@ async fn a_csv_backfill_of_100000_readings_is_ingested_exactly_once() {
         assert_eq!(tally(&mut c, "Plant-001", meter).await, want[m], "{meter}");
     }
     // The same file again: every reading is known, nothing is written twice.
-    let again = run().await;
-    assert!(
-        again.status.success(),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    let v = tally_of(run().await);
     assert_eq!(
         (v["ingested"].as_u64(), v["duplicates"].as_u64()),
         (Some(0), Some(100_000)),

@@ -40,6 +40,21 @@ impl ReadingApi {
     }
 }
 
+impl ReadingApi {
+    /// An optional `plant_id` filter: empty means every plant, anything else must exist.
+    fn plant_filter<'a>(&self, want: &'a str) -> Result<Option<&'a str>, Status> {
+        if want.is_empty() {
+            return Ok(None);
+        }
+        if !self.config.plants.iter().any(|p| p.id == want) {
+            return Err(Status::not_found(format!(
+                "plant_id: no plant {want:?} in the fleet"
+            )));
+        }
+        Ok(Some(want))
+    }
+}
+
 impl From<IngestError> for Status {
     fn from(e: IngestError) -> Self {
         match e {
@@ -192,17 +207,9 @@ impl ReadingService for ReadingApi {
         request: Request<pb::ListFeedsRequest>,
     ) -> Result<Response<pb::ListFeedsResponse>, Status> {
         let want = request.into_inner().plant_id;
-        if !want.is_empty() && !self.config.plants.iter().any(|p| p.id == want) {
-            return Err(Status::not_found(format!(
-                "plant_id: no plant {want:?} in the fleet"
-            )));
-        }
         let feeds = self
             .feeds
-            .list(
-                Some(want.as_str()).filter(|w| !w.is_empty()),
-                now_us() as i64,
-            )
+            .list(self.plant_filter(&want)?, now_us() as i64)
             .into_iter()
             .map(feed_to_proto)
             .collect();
@@ -214,14 +221,10 @@ impl ReadingService for ReadingApi {
         request: Request<pb::ListMetersRequest>,
     ) -> Result<Response<pb::ListMetersResponse>, Status> {
         let want = request.into_inner().plant_id;
-        if !want.is_empty() && !self.config.plants.iter().any(|p| p.id == want) {
-            return Err(Status::not_found(format!(
-                "plant_id: no plant {want:?} in the fleet"
-            )));
-        }
+        let only = self.plant_filter(&want)?;
         let mut meters = Vec::new();
         for (plant, feeds) in self.config.plants.iter().map(|p| (&p.id, &p.feeds)) {
-            if !want.is_empty() && plant != &want {
+            if only.is_some_and(|w| w != plant) {
                 continue;
             }
             for m in &feeds.meters {
@@ -260,20 +263,9 @@ impl ReadingService for ReadingApi {
 }
 
 fn feed_to_proto(f: crate::feeds::Feed) -> pb::MeterFeed {
-    let h = f.health;
-    pb::MeterFeed {
-        plant_id: h.plant,
-        meter: h.meter,
-        source: h.source,
-        state: f.state,
-        has_value: h.last_value.is_some(),
-        last_value: h.last_value.unwrap_or(0.0),
-        last_time: h.last_time_us.map(|t| ts(t.max(0) as u64)),
-        last_error: h.last_error.unwrap_or_default(),
-        errors: h.errors,
-        node: f.node,
-        reported: Some(ts(f.reported_us.max(0) as u64)),
-    }
+    let mut m = heatmesh_mesh::wire::feed_to_proto(f.health, &f.node, f.reported_us);
+    m.state = f.state;
+    m
 }
 
 async fn durable(rx: crate::readings::Durable) -> Result<Outcome, Status> {
