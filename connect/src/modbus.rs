@@ -125,8 +125,21 @@ async fn put(store: &Store, health: &Health, plant: &str, source: &str, readings
         plant: plant.to_string(),
         readings,
     };
+    let batch = std::sync::Arc::new(batch);
     loop {
-        match store.put(&batch).await {
+        // Its own task: a connector stopped (its plant moved) while a write is under way
+        // must not leave the batch in the buffer but missing from the acquisition record.
+        let write = tokio::spawn({
+            let (store, batch) = (store.clone(), batch.clone());
+            async move { store.put(&batch).await }
+        });
+        let written = write.await.unwrap_or_else(|e| {
+            Err(BufferError::Storage {
+                dir: "(buffer write)".into(),
+                detail: e.to_string(),
+            })
+        });
+        match written {
             Ok(()) => {
                 metrics::counter!("heatmesh_readings_acquired_total", "plant" => plant.to_string())
                     .increment(batch.readings.len() as u64);
