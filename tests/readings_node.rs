@@ -7,6 +7,7 @@ use heatmesh_master::config::{Config, SAMPLE_FLEET};
 use heatmesh_proto::v1 as pb;
 use heatmesh_sim::cluster::Cluster;
 use heatmesh_sim::plantsim;
+use heatmesh_sim::proxy::BlackholeProxy;
 use pb::reading_service_client::ReadingServiceClient;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -77,6 +78,21 @@ fn acquired(dir: &Path) -> BTreeMap<Key, f64> {
 /// The sample fleet reading the simulator's device every 100 ms, a master and three nodes
 /// as processes.
 async fn start(seed: u64) -> (plantsim::Simulator, Config, Cluster, Channel) {
+    let (sim, cfg, c, ch, _) = start_via(seed, false).await;
+    (sim, cfg, c, ch)
+}
+
+/// [`start`], with node-2 dialing the master through a black-hole proxy when `proxied`.
+async fn start_via(
+    seed: u64,
+    proxied: bool,
+) -> (
+    plantsim::Simulator,
+    Config,
+    Cluster,
+    Channel,
+    Option<BlackholeProxy>,
+) {
     let mut cfg = Config::from_toml_with_env(SAMPLE_FLEET, Vec::new()).unwrap();
     let sim = plantsim::start_on_free_ports(&mut cfg, seed).await.unwrap();
     let (_, addr) = sim.endpoints()[0];
@@ -90,9 +106,14 @@ async fn start(seed: u64) -> (plantsim::Simulator, Config, Cluster, Channel) {
     c.master_env
         .push(("HEATMESH_CONFIG".into(), config_file.display().to_string()));
     c.start_master();
-    c.start_standard(false, None).await;
+    let proxy = match proxied {
+        true => Some(BlackholeProxy::start(c.grpc).await.unwrap()),
+        false => None,
+    };
+    c.start_standard(false, proxy.as_ref().map(|p| ("node-2", p.addr())))
+        .await;
     let ch = c.channel().await;
-    (sim, cfg, c, ch)
+    (sim, cfg, c, ch, proxy)
 }
 
 /// Waits until the ledger holds at least `n` readings of `plant`; returns how many.
@@ -310,4 +331,36 @@ async fn a_device_that_stops_shows_down_with_its_cause_and_recovers_by_itself() 
     sim.start_source(&endpoint).await.unwrap();
     wait_feeds(&ch, "Plant-003", "ok after the device returned", all("ok")).await;
     println!("device stopped: meters down after {took:?}, back by themselves");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_cut_off_for_10_s_keeps_reading_and_delivers_it_all_once_after() {
+    let (_sim, cfg, c, ch, proxy) = start_via(17, true).await;
+    let proxy = proxy.unwrap();
+    let before = wait_readings(&ch, &cfg, "Plant-002", 30).await;
+    // A black hole between node-2 and the master: its lease runs out, the master moves
+    // Plant-002 to another node; node-2 itself keeps running it and buffering its readings.
+    let cut = heatmesh_connect::now_us();
+    proxy.partition();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let healed = heatmesh_connect::now_us();
+    proxy.heal();
+    wait_readings(&ch, &cfg, "Plant-002", before + 100).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (want, _) = check_exactly_once(&c, &ch, &cfg, 0).await;
+    // Node-2's record holds readings from inside the partition, and the ledger has them all.
+    let text = std::fs::read_to_string(c.dir.path().join("acquired-node-2/Plant-002.csv")).unwrap();
+    let inside = heatmesh_ingest::csv::parse(&text[..=text.rfind('\n').unwrap()], 10)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.time_us > cut + 1_000_000 && r.time_us < healed)
+        .count();
+    assert!(
+        inside >= 2 * 50,
+        "node-2 recorded only {inside} readings inside the partition"
+    );
+    println!(
+        "partition 10 s: {} readings acquired ({inside} by the cut-off node while cut off), all ingested once",
+        want.len()
+    );
 }

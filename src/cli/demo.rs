@@ -540,9 +540,10 @@ async fn live_readings(addr: &str, sim: &heatmesh_sim::plantsim::Simulator) -> a
         ]);
     }
     println!(
-        "\nLive plant data: {} meters polled over Modbus TCP from the plant simulator ({} devices), durable in the ledger:",
+        "\nLive plant data: {} meters polled over Modbus TCP from the plant simulator ({} device{}), durable in the ledger:",
         meters.len(),
-        sim.endpoints().len()
+        sim.endpoints().len(),
+        if sim.endpoints().len() == 1 { "" } else { "s" }
     );
     let mut t = Table::new(&[
         "plant", "meter", "quantity", "latest", "readings", "quality",
