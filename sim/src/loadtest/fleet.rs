@@ -105,6 +105,10 @@ pub fn generate_fleet(plants: usize, sub_agents: usize) -> Result<GeneratedFleet
         let kinds = plant_kinds(i, base_share + usize::from(i < extra));
         t.insert("id".into(), id.clone().into());
         t.insert("name".into(), name.into());
+        // The predecessor's scenario drives tasks, not plant data: no connectors polling a
+        // device nobody serves.
+        t.remove("sources");
+        t.remove("meters");
         t.insert(
             "agents".into(),
             toml::Value::Array(kinds.iter().map(|k| (*k).into()).collect()),
