@@ -323,8 +323,8 @@ pub async fn readings(addr: &str, a: ReadingsArgs) -> anyhow::Result<()> {
         for x in &r.readings {
             t.row(vec![
                 format_us(micros(&x.source_time)),
-                format!("{}", x.value),
-                format!("{}", x.raw),
+                show(x.value),
+                show(x.raw),
                 quality_name(x.quality).into(),
                 x.flags.join(","),
             ]);
@@ -343,6 +343,17 @@ pub async fn readings(addr: &str, a: ReadingsArgs) -> anyhow::Result<()> {
         eprintln!("more readings follow: ask again with --from {m} (or a larger --limit)");
     }
     Ok(())
+}
+
+/// A value for a table: six decimals at most, trailing zeros dropped, so an f32 register or
+/// a scaled integer reads as the device meant it (`--json` and `--csv` keep every digit).
+fn show(v: f64) -> String {
+    if v != 0.0 && (v.abs() < 1e-4 || v.abs() >= 1e15) {
+        return format!("{v:e}");
+    }
+    let s = format!("{v:.6}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" { "0".into() } else { s.to_string() }
 }
 
 /// Arguments of `heatmesh meters`.
@@ -485,4 +496,19 @@ pub async fn feeds(addr: &str, a: FeedsArgs) -> anyhow::Result<()> {
     }
     print!("{}", t.render());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::show;
+
+    #[test]
+    fn table_values_drop_binary_noise_but_not_magnitude() {
+        assert_eq!(show(179.910400390625), "179.9104");
+        assert_eq!(show(3.0300000000000002), "3.03");
+        assert_eq!(show(2_000.0), "2000");
+        assert_eq!(show(-0.0000001), "-1e-7");
+        assert_eq!(show(0.0), "0");
+        assert_eq!(show(1.5e16), "1.5e16");
+    }
 }
