@@ -864,6 +864,17 @@ impl PlantFeeds {
         Ok(())
     }
 
+    /// Drops the sources and the meters' addresses: every meter is then fed only by pushes
+    /// and files (benchmarks and tests that must not race a device on a fixed port).
+    pub fn push_only(&mut self) {
+        self.sources.clear();
+        for m in &mut self.meters {
+            m.source = None;
+            m.modbus = None;
+            m.node_id = None;
+        }
+    }
+
     /// The meter with this id.
     pub fn meter(&self, id: &str) -> Option<&MeterSpec> {
         self.meters.iter().find(|m| m.id == id)

@@ -6,6 +6,10 @@
 //! `--duration`, one message every 10 ms, each its own stream; latency is from sending the
 //! message to the answer that it is durable). Every reading is new, so each one is checked
 //! against the ledger for a duplicate, calibrated, range-checked and written.
+//!
+//! `--via-node` times the node path instead: a node in this process with its durable buffer
+//! and shipper, attached over gRPC on loopback, fed `--rate` readings/s; each reading's source
+//! time is when it entered the buffer and the master stamps when it received it.
 
 use super::bench::{ms, print_ledger};
 use super::client::{connect, rpc_err};
@@ -43,6 +47,11 @@ pub struct ReadingsBenchArgs {
     /// Ledger directory for the mesh it starts (default: a temporary directory).
     #[arg(long)]
     data_dir: Option<std::path::PathBuf>,
+    /// Instead, the node path: a node in this process with its durable buffer, attached to
+    /// the master over gRPC on loopback, fed `--rate` readings/s for `--duration`; prints
+    /// the time from a reading entering the node's buffer to its arrival at the master.
+    #[arg(long, conflicts_with = "target")]
+    via_node: bool,
 }
 
 const PLANT: &str = "Plant-001";
@@ -63,6 +72,13 @@ fn reading(base_us: i64, i: usize) -> pb::Reading {
     }
 }
 
+/// The benchmark feeds the meters itself: no connector polls a device meanwhile.
+fn push_only(cfg: &mut heatmesh_master::config::Config) {
+    for p in &mut cfg.plants {
+        p.feeds.push_only();
+    }
+}
+
 fn client(ch: &Channel) -> ReadingServiceClient<Channel> {
     ReadingServiceClient::new(ch.clone())
         .max_encoding_message_size(64 * 1024 * 1024)
@@ -73,6 +89,9 @@ fn client(ch: &Channel) -> ReadingServiceClient<Channel> {
 pub async fn run(a: ReadingsBenchArgs) -> anyhow::Result<()> {
     if a.batch == 0 || a.streams == 0 {
         bail!("--batch and --streams must be at least 1");
+    }
+    if a.via_node {
+        return via_node(a).await;
     }
     let tmp = tempfile::tempdir().context("creating a temporary data directory")?;
     let mesh = match &a.target {
@@ -85,6 +104,7 @@ pub async fn run(a: ReadingsBenchArgs) -> anyhow::Result<()> {
             };
             let mut cfg = opts.load()?;
             cfg.metrics_listen = None;
+            push_only(&mut cfg);
             Some(server::start(cfg, StartOptions::default()).await?)
         }
     };
@@ -186,5 +206,136 @@ pub async fn run(a: ReadingsBenchArgs) -> anyhow::Result<()> {
     if let Some(m) = mesh {
         m.shutdown().await;
     }
+    Ok(())
+}
+
+/// `--via-node`: buffer -> shipper -> attach stream -> master, timed by the readings
+/// themselves: the source time is the moment a batch entered the node's buffer and the
+/// master stamps when it received it, on the same clock (one process).
+async fn via_node(a: ReadingsBenchArgs) -> anyhow::Result<()> {
+    use heatmesh_connect::buffer::{Batch, Buffer};
+    use heatmesh_mesh::attach::{self, NodeOptions, ReadingsLink};
+    use heatmesh_mesh::{LocalNode, NodeAgentArgs};
+    if a.rate == 0 {
+        bail!("--via-node needs --rate above 0");
+    }
+    let tmp = tempfile::tempdir().context("creating a temporary data directory")?;
+    let opts = MeshOpts {
+        data_dir: Some(
+            a.data_dir
+                .clone()
+                .unwrap_or_else(|| tmp.path().join("master")),
+        ),
+        listen: Some("127.0.0.1:0".parse()?),
+        ..MeshOpts::default()
+    };
+    let mut cfg = opts.load()?;
+    cfg.metrics_listen = None;
+    push_only(&mut cfg);
+    let cookie = "bench-readings-cookie-0123456789".to_string();
+    cfg.cluster.cookie = Some(cookie.clone());
+    let mesh = server::start(cfg, StartOptions::default()).await?;
+    let buffer = Buffer::open(&tmp.path().join("node-buffer"), 1 << 30)
+        .context("opening the node's buffer")?;
+    let link = std::sync::Arc::new(ReadingsLink::default());
+    let shipper = tokio::spawn(heatmesh_connect::ship::run(
+        buffer.clone(),
+        link.uplink(),
+        "bench-node".into(),
+    ));
+    let local = LocalNode::start(NodeAgentArgs {
+        node_id: "bench-node".into(),
+        ..NodeAgentArgs::default()
+    })
+    .await?;
+    let node_opts = NodeOptions {
+        node_id: "bench-node".into(),
+        master: format!("http://{}", mesh.grpc_addr),
+        cookie,
+        preferred_plants: Vec::new(),
+        address: String::new(),
+        reconnect_initial: Duration::from_millis(50),
+        reconnect_max: Duration::from_millis(500),
+        connect_timeout: Duration::from_secs(2),
+        readings: link,
+    };
+    let node = tokio::spawn(attach::run(node_opts, local, std::future::pending::<()>()));
+    println!(
+        "heatmesh bench readings --via-node: node buffer -> attach stream -> master on {}, {} readings/s for {:?}",
+        mesh.grpc_addr, a.rate, a.duration
+    );
+    let per_msg = a.rate.div_ceil(100).max(1);
+    let msgs = (a.duration.as_secs_f64() * 100.0).ceil() as usize;
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let t0 = heatmesh_connect::now_us();
+    for m in 0..msgs {
+        tick.tick().await;
+        let now = heatmesh_connect::now_us();
+        // Distinct source times per meter: the message's moment plus the reading's index.
+        let readings = (0..per_msg)
+            .map(|i| heatmesh_ingest::Reading {
+                meter: METERS[i % METERS.len()].into(),
+                time_us: now + (i / METERS.len()) as i64,
+                raw: 10.0 + ((m + i) % 37) as f64,
+                quality: heatmesh_ingest::Quality::Good,
+                status: 0,
+            })
+            .collect();
+        buffer
+            .push(&Batch {
+                plant: PLANT.into(),
+                readings,
+            })
+            .await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !buffer.is_empty() {
+        if Instant::now() > deadline {
+            bail!("the node's buffer did not drain within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut c = client(&connect(&mesh.grpc_addr.to_string()).await?);
+    let mut h = Histogram::<u64>::new(3).context("histogram")?;
+    let mut n = 0usize;
+    for meter in METERS {
+        let mut from = Some(prost_types::Timestamp {
+            seconds: t0 / 1_000_000,
+            nanos: 0,
+        });
+        while let Some(f) = from {
+            let r = c
+                .query_readings(pb::QueryReadingsRequest {
+                    plant_id: PLANT.into(),
+                    meter: meter.into(),
+                    from: Some(f),
+                    to: None,
+                    limit: 100_000,
+                })
+                .await
+                .map_err(rpc_err)?
+                .into_inner();
+            for x in &r.readings {
+                let us = |t: &Option<prost_types::Timestamp>| {
+                    t.as_ref()
+                        .map_or(0, |t| t.seconds * 1_000_000 + i64::from(t.nanos) / 1_000)
+                };
+                h.record((us(&x.received) - us(&x.source_time)).max(1) as u64)?;
+                n += 1;
+            }
+            from = r.next_from;
+        }
+    }
+    println!(
+        "node to master: {n} readings in {msgs} batches; buffered-to-received p50 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        ms(&h, 0.50),
+        ms(&h, 0.95),
+        ms(&h, 0.99),
+        h.max() as f64 / 1000.0
+    );
+    shipper.abort();
+    node.abort();
+    mesh.shutdown().await;
     Ok(())
 }

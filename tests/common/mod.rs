@@ -33,12 +33,7 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     // No connectors: tests that want plant data over Modbus start a simulator and point the
     // sources at it; the rest push readings and must not race a device on a fixed port.
     for p in &mut c.plants {
-        p.feeds.sources.clear();
-        for m in &mut p.feeds.meters {
-            m.source = None;
-            m.modbus = None;
-            m.node_id = None;
-        }
+        p.feeds.push_only();
     }
     c
 }
