@@ -24,6 +24,15 @@ impl Backoff {
         }
     }
 
+    /// A backoff whose jitter is seeded by a name (a node or source id), so two users with
+    /// different names draw different delays and one name draws the same ones every run.
+    pub fn named(initial: Duration, max: Duration, name: &str) -> Backoff {
+        let seed = name
+            .bytes()
+            .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+        Backoff::new(initial, max, seed)
+    }
+
     /// The next delay to wait.
     pub fn next_delay(&mut self) -> Duration {
         // SplitMix64 step: enough randomness for jitter, and deterministic per seed.

@@ -30,14 +30,10 @@ pub async fn poll(
     health: Health,
 ) {
     let wait = Duration::from_millis(source.timeout_ms);
-    let seed = source
-        .id
-        .bytes()
-        .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
-    let mut backoff = Backoff::new(
+    let mut backoff = Backoff::named(
         Duration::from_millis(100),
         Duration::from_millis(source.reconnect_max_ms),
-        seed,
+        &format!("{plant}/{}", source.id),
     );
     let mut due: Vec<Instant> = vec![Instant::now(); meters.len()];
     loop {

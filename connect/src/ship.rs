@@ -35,11 +35,7 @@ pub const MAX_MESSAGE: usize = 5_000;
 
 /// Ships until the task is aborted.
 pub async fn run(buffer: Buffer, uplink: Uplink, node: String) {
-    let mut backoff = Backoff::new(
-        Duration::from_millis(100),
-        Duration::from_secs(5),
-        node.len() as u64,
-    );
+    let mut backoff = Backoff::named(Duration::from_millis(100), Duration::from_secs(5), &node);
     loop {
         buffer.changed(|b| !b.is_empty()).await;
         let batches = match buffer.oldest(MAX_MESSAGE) {

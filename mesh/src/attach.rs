@@ -8,6 +8,7 @@
 use crate::wire::{event_to_frame, frame_to_assignment};
 use crate::{BoxFuture, LocalNode, MeshError, NodeLink, PlantLink};
 use heatmesh_agents::{EventSink, Outcome, PlantEvent, PlantSpec};
+use heatmesh_connect::backoff::Backoff;
 use heatmesh_connect::feeds::Health;
 use heatmesh_connect::ship::{ShipError, Uplink as ReadingsUplink};
 use heatmesh_ingest::Reading;
@@ -38,7 +39,7 @@ pub struct NodeOptions {
     pub preferred_plants: Vec<String>,
     /// This node's own address, shown to operators.
     pub address: String,
-    /// First reconnect delay; doubles up to `reconnect_max`.
+    /// First reconnect delay; doubles up to `reconnect_max`, each drawn from its upper half.
     pub reconnect_initial: Duration,
     /// Largest reconnect delay.
     pub reconnect_max: Duration,
@@ -387,7 +388,7 @@ pub async fn run_with(
         })
     };
     let mut plants: HashMap<String, (u64, Arc<dyn PlantLink>)> = HashMap::new();
-    let mut delay = opts.reconnect_initial;
+    let mut backoff = Backoff::named(opts.reconnect_initial, opts.reconnect_max, &opts.node_id);
     tokio::pin!(stop);
     loop {
         let attached = tokio::select! {
@@ -397,7 +398,7 @@ pub async fn run_with(
         match attached {
             Ok(reason) => {
                 tracing::warn!(node = %opts.node_id, "disconnected from master: {reason}");
-                delay = opts.reconnect_initial;
+                backoff.reset();
             }
             Err(MeshError::NodeUnavailable { reason, .. }) if reason.starts_with("refused:") => {
                 return Err(AttachError::Refused(
@@ -405,15 +406,15 @@ pub async fn run_with(
                 ));
             }
             Err(e) => {
-                tracing::warn!(node = %opts.node_id, "attach failed: {e}; retry in {delay:?}")
+                tracing::warn!(node = %opts.node_id, "attach failed: {e}; retrying with backoff")
             }
         }
         uplink.lock().unwrap_or_else(|e| e.into_inner()).tx = None;
+        let delay = backoff.next_delay();
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = &mut stop => return Ok(()),
         }
-        delay = (delay * 2).min(opts.reconnect_max);
     }
 }
 

@@ -209,7 +209,11 @@ async fn submit(ch: Channel, key: String, plant: String, kind: String, until: In
         }),
         ..Default::default()
     };
-    let mut delay = Duration::from_millis(50);
+    let mut backoff = heatmesh_connect::backoff::Backoff::named(
+        Duration::from_millis(50),
+        Duration::from_millis(400),
+        &key,
+    );
     let outcome = loop {
         match c.submit_task(req.clone()).await {
             Ok(r) => {
@@ -224,11 +228,11 @@ async fn submit(ch: Channel, key: String, plant: String, kind: String, until: In
                 };
             }
             Err(s) if may_not_have_arrived(&s) => {
+                let delay = backoff.next_delay();
                 if Instant::now() + delay > until {
                     break Outcome::Unknown(format!("{:?}: {}", s.code(), s.message()));
                 }
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_millis(400));
             }
             Err(s) => break Outcome::Refused(format!("{:?}: {}", s.code(), s.message())),
         }
