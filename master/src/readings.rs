@@ -67,11 +67,13 @@ struct Known {
     /// Keys (and raw value bits) of readings submitted to the ledger but not yet applied,
     /// so a second copy arriving meanwhile is known for a duplicate.
     pending: HashMap<Vec<u8>, u64>,
-    /// Per (plant, meter), the latest source time submitted so far (applied or pending). A
+    /// Per plant and meter, the latest source time submitted so far (applied or pending). A
     /// reading after it cannot be held yet, so the common case, a meter's readings arriving
     /// in time order, is decided without a ledger lookup. Sound because this master is the
     /// ledger's only writer of readings.
-    latest: HashMap<(Arc<str>, String), i64>,
+    /// Every configured meter has an entry (`i64::MIN` before its first reading), so the hot
+    /// path looks it up without allocating a key.
+    latest: HashMap<String, HashMap<String, i64>>,
 }
 
 /// Handle on the readings path; cheap to clone.
@@ -119,9 +121,12 @@ impl Readings {
         let mut known = Known::default();
         for p in plants.values() {
             for m in p.meters.keys() {
-                if let Some(t) = ledger.latest_reading_time(&p.id, m)? {
-                    known.latest.insert((p.id.clone(), m.clone()), t);
-                }
+                let t = ledger.latest_reading_time(&p.id, m)?.unwrap_or(i64::MIN);
+                known
+                    .latest
+                    .entry(p.id.to_string())
+                    .or_default()
+                    .insert(m.clone(), t);
             }
         }
         Ok(Readings {
@@ -213,7 +218,8 @@ impl Readings {
             let latest_of = |known: &Known, meter: &str| {
                 known
                     .latest
-                    .get(&(p.id.clone(), meter.to_string()))
+                    .get(plant)
+                    .and_then(|m| m.get(meter))
                     .copied()
                     .unwrap_or(i64::MIN)
             };
@@ -234,8 +240,9 @@ impl Readings {
                 let key = codec::reading_key(plant, &r.meter, r.time_us);
                 let latest = known
                     .latest
-                    .entry((p.id.clone(), r.meter.clone()))
-                    .or_insert(i64::MIN);
+                    .get_mut(plant)
+                    .and_then(|m| m.get_mut(&r.meter))
+                    .expect("every configured meter has an entry, and the batch was validated");
                 let held = if r.time_us > *latest {
                     *latest = r.time_us;
                     None
@@ -315,8 +322,9 @@ impl Readings {
         known
             .latest
             .iter()
-            .filter(|(_, t)| **t > i64::MIN)
-            .map(|((p, m), t)| (p.to_string(), m.clone(), *t))
+            .flat_map(|(p, ms)| ms.iter().map(move |(m, t)| (p, m, *t)))
+            .filter(|(_, _, t)| *t > i64::MIN)
+            .map(|(p, m, t)| (p.clone(), m.clone(), t))
             .collect()
     }
 

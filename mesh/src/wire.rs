@@ -141,22 +141,38 @@ pub fn frame_to_assignment(a: pb::Assign) -> (String, Assignment) {
     )
 }
 
+/// Microseconds since the Unix epoch as a protobuf timestamp.
+pub fn timestamp(us: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: us.div_euclid(1_000_000),
+        nanos: (us.rem_euclid(1_000_000) * 1_000) as i32,
+    }
+}
+
+/// A protobuf timestamp as microseconds since the Unix epoch (saturating at the ends).
+pub fn micros(t: &prost_types::Timestamp) -> i64 {
+    t.seconds
+        .saturating_mul(1_000_000)
+        .saturating_add(i64::from(t.nanos) / 1_000)
+}
+
+/// A reading's quality as its protobuf enum.
+pub fn quality_to_proto(q: heatmesh_ingest::Quality) -> pb::ReadingQuality {
+    use heatmesh_ingest::Quality;
+    match q {
+        Quality::Good => pb::ReadingQuality::Good,
+        Quality::Uncertain => pb::ReadingQuality::Uncertain,
+        Quality::Bad => pb::ReadingQuality::Bad,
+    }
+}
+
 /// A reading as the protobuf message both the node protocol and the ReadingService carry.
 pub fn reading_to_proto(r: heatmesh_ingest::Reading) -> pb::Reading {
-    use heatmesh_ingest::Quality;
-    let us = r.time_us.max(0);
     pb::Reading {
         meter: r.meter,
-        source_time: Some(prost_types::Timestamp {
-            seconds: us / 1_000_000,
-            nanos: ((us % 1_000_000) * 1_000) as i32,
-        }),
+        source_time: Some(timestamp(r.time_us.max(0))),
         value: r.raw,
-        quality: match r.quality {
-            Quality::Good => pb::ReadingQuality::Good,
-            Quality::Uncertain => pb::ReadingQuality::Uncertain,
-            Quality::Bad => pb::ReadingQuality::Bad,
-        } as i32,
+        quality: quality_to_proto(r.quality) as i32,
         status_code: r.status,
     }
 }
@@ -188,10 +204,7 @@ pub fn readings_from_proto(
             };
             Ok(heatmesh_ingest::Reading {
                 meter: r.meter,
-                time_us: t
-                    .seconds
-                    .saturating_mul(1_000_000)
-                    .saturating_add(i64::from(t.nanos) / 1_000),
+                time_us: micros(t),
                 raw: r.value,
                 quality,
                 status: r.status_code,
@@ -206,10 +219,7 @@ pub fn feed_to_proto(
     node: &str,
     reported_us: i64,
 ) -> pb::MeterFeed {
-    let ts = |us: i64| prost_types::Timestamp {
-        seconds: us.max(0) / 1_000_000,
-        nanos: ((us.max(0) % 1_000_000) * 1_000) as i32,
-    };
+    let ts = |us: i64| timestamp(us.max(0));
     pb::MeterFeed {
         plant_id: h.plant,
         meter: h.meter,
@@ -229,21 +239,20 @@ pub fn feed_to_proto(
 /// states read as `waiting`.
 pub fn feed_from_proto(f: pb::MeterFeed) -> (i64, heatmesh_connect::feeds::MeterHealth) {
     use heatmesh_connect::feeds::{FeedState, MeterHealth};
-    let us = |t: &prost_types::Timestamp| t.seconds * 1_000_000 + i64::from(t.nanos) / 1_000;
     let state = match f.state.as_str() {
         "ok" => FeedState::Ok,
         "stale" => FeedState::Stale,
         "down" => FeedState::Down,
         _ => FeedState::Waiting,
     };
-    let reported = f.reported.as_ref().map_or(0, us);
+    let reported = f.reported.as_ref().map_or(0, micros);
     let h = MeterHealth {
         plant: f.plant_id,
         meter: f.meter,
         source: f.source,
         state,
         last_value: f.has_value.then_some(f.last_value),
-        last_time_us: f.last_time.as_ref().map(us),
+        last_time_us: f.last_time.as_ref().map(micros),
         last_error: Some(f.last_error).filter(|e| !e.is_empty()),
         errors: f.errors,
         poll_ms: 0,

@@ -17,6 +17,7 @@ use super::mesh::MeshOpts;
 use anyhow::{Context, bail};
 use hdrhistogram::Histogram;
 use heatmesh_master::server::{self, StartOptions};
+use heatmesh_mesh::wire::{micros, timestamp};
 use heatmesh_proto::v1 as pb;
 use pb::reading_service_client::ReadingServiceClient;
 use std::time::{Duration, Instant};
@@ -62,10 +63,7 @@ fn reading(base_us: i64, i: usize) -> pb::Reading {
     let us = base_us + (i / METERS.len()) as i64;
     pb::Reading {
         meter: METERS[i % METERS.len()].into(),
-        source_time: Some(prost_types::Timestamp {
-            seconds: us / 1_000_000,
-            nanos: ((us % 1_000_000) * 1_000) as i32,
-        }),
+        source_time: Some(timestamp(us)),
         value: 10.0 + (i % 37) as f64,
         quality: pb::ReadingQuality::Good as i32,
         status_code: 0,
@@ -300,10 +298,7 @@ async fn via_node(a: ReadingsBenchArgs) -> anyhow::Result<()> {
     let mut h = Histogram::<u64>::new(3).context("histogram")?;
     let mut n = 0usize;
     for meter in METERS {
-        let mut from = Some(prost_types::Timestamp {
-            seconds: t0 / 1_000_000,
-            nanos: 0,
-        });
+        let mut from = Some(timestamp(t0 - t0 % 1_000_000));
         while let Some(f) = from {
             let r = c
                 .query_readings(pb::QueryReadingsRequest {
@@ -317,10 +312,7 @@ async fn via_node(a: ReadingsBenchArgs) -> anyhow::Result<()> {
                 .map_err(rpc_err)?
                 .into_inner();
             for x in &r.readings {
-                let us = |t: &Option<prost_types::Timestamp>| {
-                    t.as_ref()
-                        .map_or(0, |t| t.seconds * 1_000_000 + i64::from(t.nanos) / 1_000)
-                };
+                let us = |t: &Option<prost_types::Timestamp>| t.as_ref().map_or(0, micros);
                 h.record((us(&x.received) - us(&x.source_time)).max(1) as u64)?;
                 n += 1;
             }

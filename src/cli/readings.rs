@@ -6,6 +6,7 @@ use super::table::Table;
 use anyhow::{Context, bail};
 use heatmesh_ingest::Reading;
 use heatmesh_ingest::time::{format_us, parse_rfc3339};
+use heatmesh_mesh::wire::timestamp;
 use heatmesh_proto::v1 as pb;
 use pb::reading_service_client::ReadingServiceClient;
 use serde_json::json;
@@ -223,16 +224,8 @@ pub struct ReadingsArgs {
     json: bool,
 }
 
-fn timestamp(us: i64) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: us.div_euclid(1_000_000),
-        nanos: (us.rem_euclid(1_000_000) * 1_000) as i32,
-    }
-}
-
 fn micros(t: &Option<prost_types::Timestamp>) -> i64 {
-    t.as_ref()
-        .map_or(0, |t| t.seconds * 1_000_000 + i64::from(t.nanos) / 1_000)
+    t.as_ref().map_or(0, heatmesh_mesh::wire::micros)
 }
 
 fn quality_name(q: i32) -> &'static str {

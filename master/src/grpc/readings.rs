@@ -7,9 +7,9 @@ use crate::config::Config;
 use crate::feeds::FeedBoard;
 use crate::readings::{IngestError, Outcome, Readings};
 use crate::task::now_us;
-use heatmesh_ingest::Quality;
 use heatmesh_ingest::meter::SourceSpec;
 use heatmesh_ingest::reading::Stored;
+use heatmesh_mesh::wire::{micros, quality_to_proto};
 use heatmesh_proto::v1 as pb;
 use pb::reading_service_server::ReadingService;
 use std::sync::Arc;
@@ -65,20 +65,6 @@ impl From<IngestError> for Status {
     }
 }
 
-fn micros(t: &prost_types::Timestamp) -> i64 {
-    t.seconds
-        .saturating_mul(1_000_000)
-        .saturating_add(i64::from(t.nanos) / 1_000)
-}
-
-fn quality_to(q: Quality) -> pb::ReadingQuality {
-    match q {
-        Quality::Good => pb::ReadingQuality::Good,
-        Quality::Uncertain => pb::ReadingQuality::Uncertain,
-        Quality::Bad => pb::ReadingQuality::Bad,
-    }
-}
-
 /// The wire readings of one message as [`heatmesh_ingest::Reading`]s; the error names the
 /// reading.
 pub fn from_proto(readings: Vec<pb::Reading>) -> Result<Vec<heatmesh_ingest::Reading>, Status> {
@@ -91,7 +77,7 @@ pub fn stored_to_proto(time_us: i64, s: &Stored) -> pb::StoredReading {
         source_time: Some(ts(time_us.max(0) as u64)),
         raw: s.raw,
         value: s.value,
-        quality: quality_to(s.quality) as i32,
+        quality: quality_to_proto(s.quality) as i32,
         status_code: s.status,
         flags: s.flag_names().into_iter().map(String::from).collect(),
         received: Some(ts(s.received_us.max(0) as u64)),
