@@ -95,10 +95,20 @@ async fn start_via(
 ) {
     let mut cfg = Config::from_toml_with_env(SAMPLE_FLEET, Vec::new()).unwrap();
     let sim = plantsim::start_on_free_ports(&mut cfg, seed).await.unwrap();
-    let (_, addr) = sim.endpoints()[0];
+    let endpoint = |plant: &str, source: &str| {
+        let p = cfg.plants.iter().find(|p| p.id == plant).unwrap();
+        p.feeds.source(source).unwrap().endpoint().to_string()
+    };
+    // The processes read the fleet file: point its Modbus device and OPC UA server at the
+    // simulator's free ports, and poll every 100 ms.
     let text = SAMPLE_FLEET
-        .replace("127.0.0.1:5020", &addr.to_string())
-        .replace("source = \"plc\"\n", "source = \"plc\"\npoll_ms = 100\n");
+        .replace("127.0.0.1:5020", &endpoint("Plant-001", "plc"))
+        .replace("opc.tcp://127.0.0.1:4840/", &endpoint("Plant-002", "scada"))
+        .replace("source = \"plc\"\n", "source = \"plc\"\npoll_ms = 100\n")
+        .replace(
+            "source = \"scada\"\n",
+            "source = \"scada\"\npoll_ms = 100\n",
+        );
     let cfg = Config::from_toml_with_env(&text, Vec::new()).unwrap();
     let mut c = Cluster::new(Path::new(BIN)).unwrap();
     let config_file = c.dir.path().join("fleet.toml");
@@ -291,8 +301,12 @@ async fn a_device_that_stops_shows_down_with_its_cause_and_recovers_by_itself() 
         move |f: &[(String, String, String)]| f.iter().all(|(_, s, _)| s == state)
     };
     wait_feeds(&ch, "Plant-003", "ok at start", all("ok")).await;
-    let endpoint = sim.endpoints()[0].0.clone();
-    sim.stop_source(&endpoint);
+    wait_feeds(&ch, "Plant-002", "ok at start", all("ok")).await;
+    // The Modbus device (every plant's plc) and the OPC UA server (Plant-002's scada) stop.
+    let endpoint = sim.endpoint_of("Plant-003", "plc").unwrap();
+    let scada = sim.endpoint_of("Plant-002", "scada").unwrap();
+    assert!(sim.stop_source(&endpoint).await);
+    assert!(sim.stop_source(&scada).await);
     // Down once a poll fails (two 100 ms intervals and the 1 s timeout at most) and the node's
     // next report (about a second) has reached the master.
     let took = wait_feeds(
@@ -328,9 +342,32 @@ async fn a_device_that_stops_shows_down_with_its_cause_and_recovers_by_itself() 
                 .all(|x| x["state"] == "down" && x["node"] == "node-3")),
         "{rows}"
     );
+    let took_opcua = wait_feeds(
+        &ch,
+        "Plant-002",
+        "down after the OPC UA server stopped",
+        all("down"),
+    )
+    .await;
+    let f = feeds(&ch, "Plant-002").await;
+    assert!(
+        f.iter()
+            .all(|(_, _, e)| e.contains("refused") || e.contains("timeout")),
+        "{f:?}"
+    );
     sim.start_source(&endpoint).await.unwrap();
+    sim.start_source(&scada).await.unwrap();
     wait_feeds(&ch, "Plant-003", "ok after the device returned", all("ok")).await;
-    println!("device stopped: meters down after {took:?}, back by themselves");
+    wait_feeds(
+        &ch,
+        "Plant-002",
+        "ok after the OPC UA server returned",
+        all("ok"),
+    )
+    .await;
+    println!(
+        "device stopped: Modbus meters down after {took:?}, OPC UA by {took_opcua:?} more; back by themselves"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

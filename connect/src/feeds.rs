@@ -13,6 +13,7 @@ use heatmesh_ingest::{MeterSpec, PlantFeeds, Reading};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Why a source or a meter gave no reading.
 #[derive(Debug, Clone, PartialEq)]
@@ -105,6 +106,14 @@ pub struct MeterHealth {
     /// Poll intervals of silence after which the meter is stale.
     #[serde(skip)]
     pub stale_after: u32,
+    /// Whether the source timestamps its samples (OPC UA). Where it does not (Modbus), a
+    /// value that repeats bit for bit is no sign of life: the meter is stale once its value
+    /// has not changed for `stale_after` polls (a frozen register).
+    #[serde(skip)]
+    pub timestamped: bool,
+    /// When the value last changed, microseconds.
+    #[serde(skip)]
+    pub changed_us: Option<i64>,
 }
 
 #[derive(Default)]
@@ -125,7 +134,7 @@ impl Health {
         f(&mut self.inner.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    fn register(&self, plant: &str, source: &str, meters: &[MeterSpec]) {
+    fn register(&self, plant: &str, source: &str, meters: &[MeterSpec], timestamped: bool) {
         self.with(|s| {
             for m in meters {
                 s.meters
@@ -141,6 +150,8 @@ impl Health {
                         errors: 0,
                         poll_ms: m.poll_ms,
                         stale_after: m.stale_after,
+                        timestamped,
+                        changed_us: None,
                     });
             }
         });
@@ -196,6 +207,9 @@ impl Health {
     pub fn reading(&self, plant: &str, meter: &MeterSpec, r: &Reading) {
         self.with(|s| {
             if let Some(h) = s.meters.get_mut(&(plant.into(), meter.id.clone())) {
+                if h.last_value.map(f64::to_bits) != Some(r.raw.to_bits()) {
+                    h.changed_us = Some(r.time_us);
+                }
                 h.last_value = Some(r.raw);
                 h.last_time_us = Some(r.time_us);
             }
@@ -225,7 +239,12 @@ impl Health {
                     let mut h = h.clone();
                     let down = s.down.contains_key(&(h.plant.clone(), h.source.clone()));
                     let silent_us = h.poll_ms as i64 * 1_000 * i64::from(h.stale_after);
-                    h.state = match (down, h.last_time_us) {
+                    let alive = if h.timestamped {
+                        h.last_time_us
+                    } else {
+                        h.changed_us
+                    };
+                    h.state = match (down, alive) {
                         (true, _) => FeedState::Down,
                         (false, None) => FeedState::Waiting,
                         (false, Some(t)) if now_us - t > silent_us => FeedState::Stale,
@@ -332,6 +351,73 @@ fn append_record(dir: &std::path::Path, batch: &Batch) -> std::io::Result<()> {
     f.write_all(text.as_bytes())
 }
 
+/// Writes one poll's (or one publish's) readings to the store. When the buffer is full the source stops here
+/// (polling resumes once the shipper has made room), saying so once, loudly.
+pub(crate) async fn put(
+    store: &Store,
+    health: &Health,
+    plant: &str,
+    source: &str,
+    readings: Vec<Reading>,
+) {
+    let batch = Batch {
+        plant: plant.to_string(),
+        readings,
+    };
+    let batch = std::sync::Arc::new(batch);
+    loop {
+        // Its own task: a connector stopped (its plant moved) while a write is under way
+        // must not leave the batch in the buffer but missing from the acquisition record.
+        let write = tokio::spawn({
+            let (store, batch) = (store.clone(), batch.clone());
+            async move { store.put(&batch).await }
+        });
+        let written = write.await.unwrap_or_else(|e| {
+            Err(BufferError::Storage {
+                dir: "(buffer write)".into(),
+                detail: e.to_string(),
+            })
+        });
+        match written {
+            Ok(()) => {
+                metrics::counter!("heatmesh_readings_acquired_total", "plant" => plant.to_string())
+                    .increment(batch.readings.len() as u64);
+                return;
+            }
+            Err(e @ BufferError::Full { .. }) => {
+                tracing::error!(%plant, %source, "{e}; polling stops until the master confirms buffered readings");
+                health.buffer_full(plant, source, true);
+                store.room().await;
+                health.buffer_full(plant, source, false);
+            }
+            Err(e) => {
+                tracing::error!(%plant, %source, "{e}; retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// The meters whose poll is due at `now`; each one's next slot moves on along its own grid,
+/// skipping any missed (while disconnected, say).
+pub(crate) fn take_due(
+    due: &mut [tokio::time::Instant],
+    meters: &[MeterSpec],
+    now: tokio::time::Instant,
+) -> Vec<usize> {
+    let mut out = Vec::new();
+    for (i, (d, m)) in due.iter_mut().zip(meters).enumerate() {
+        if *d <= now {
+            let interval = Duration::from_millis(m.poll_ms);
+            while *d <= now {
+                *d += interval;
+            }
+            out.push(i);
+        }
+    }
+    out
+}
+
 /// Starts connectors on a node: where their readings go and the health table.
 #[derive(Clone)]
 pub struct FeedHost {
@@ -339,6 +425,9 @@ pub struct FeedHost {
     pub store: Store,
     /// What they report.
     pub health: Health,
+    /// The OPC UA client's certificate store (servers' certificates seen), in the node's
+    /// data directory.
+    pub opcua_pki: std::path::PathBuf,
 }
 
 /// A plant's running connectors; dropping the handle stops them.
@@ -372,7 +461,12 @@ impl FeedHost {
             if meters.is_empty() {
                 continue;
             }
-            self.health.register(plant, src.id(), &meters);
+            self.health.register(
+                plant,
+                src.id(),
+                &meters,
+                matches!(src, SourceSpec::Opcua(_)),
+            );
             match src {
                 SourceSpec::Modbus(m) => tasks.push(tokio::spawn(crate::modbus::poll(
                     plant.to_string(),
@@ -381,12 +475,14 @@ impl FeedHost {
                     self.store.clone(),
                     self.health.clone(),
                 ))),
-                SourceSpec::Opcua(_) => self.health.source_down(
-                    plant,
-                    src.id(),
-                    &meters,
-                    Cause::Unsupported("this build has no OPC UA connector yet".into()),
-                ),
+                SourceSpec::Opcua(o) => tasks.push(tokio::spawn(crate::opcua::run(
+                    plant.to_string(),
+                    o.clone(),
+                    meters,
+                    self.store.clone(),
+                    self.health.clone(),
+                    self.opcua_pki.clone(),
+                ))),
             }
         }
         if !tasks.is_empty() {

@@ -4,6 +4,8 @@
 //! - [`ship`]: sends the buffer's oldest batches to the master and forgets what it confirms;
 //! - [`modbus`]: polls a Modbus TCP device for its meters; [`modbus::serve`] is the other
 //!   side, for the plant simulator;
+//! - [`opcua`]: an OPC UA client session per source (subscriptions or reads, security policy
+//!   None or Basic256Sha256); [`opcua::Device`] is the simulator's server;
 //! - [`feeds`]: starts a placed plant's connectors and stops them when it moves, and keeps
 //!   each meter's health;
 //! - [`backoff`]: the jittered exponential delay every reconnect uses.
@@ -16,6 +18,7 @@ pub mod backoff;
 pub mod buffer;
 pub mod feeds;
 pub mod modbus;
+pub mod opcua;
 pub mod ship;
 
 /// Unix microseconds now, by the node's clock (the source time of readings a protocol does not

@@ -10,8 +10,7 @@
 //! error and leaves the others polling.
 
 use crate::backoff::Backoff;
-use crate::buffer::{Batch, BufferError};
-use crate::feeds::{Cause, Health, Store};
+use crate::feeds::{Cause, Health, Store, put, take_due};
 use heatmesh_ingest::meter::{ModbusAddress, ModbusSource, RegisterTable};
 use heatmesh_ingest::{MeterSpec, Quality, Reading};
 use std::collections::HashMap;
@@ -56,15 +55,8 @@ pub async fn poll(
             let now = Instant::now();
             let mut readings = Vec::new();
             let mut lost = None;
-            for (i, m) in meters.iter().enumerate() {
-                if due[i] > now {
-                    continue;
-                }
-                let interval = Duration::from_millis(m.poll_ms);
-                // Next slot on the meter's own grid, skipping any missed while disconnected.
-                while due[i] <= now {
-                    due[i] += interval;
-                }
+            for i in take_due(&mut due, &meters, now) {
+                let m = &meters[i];
                 let addr = m
                     .modbus
                     .as_ref()
@@ -111,47 +103,6 @@ pub async fn poll(
         health.source_down(&plant, &source.id, &meters, lost);
         let _ = ctx.disconnect().await;
         tokio::time::sleep(backoff.next_delay()).await;
-    }
-}
-
-/// Writes a poll's readings to the buffer. When the buffer is full the source stops here
-/// (polling resumes once the shipper has made room), saying so once, loudly.
-async fn put(store: &Store, health: &Health, plant: &str, source: &str, readings: Vec<Reading>) {
-    let batch = Batch {
-        plant: plant.to_string(),
-        readings,
-    };
-    let batch = std::sync::Arc::new(batch);
-    loop {
-        // Its own task: a connector stopped (its plant moved) while a write is under way
-        // must not leave the batch in the buffer but missing from the acquisition record.
-        let write = tokio::spawn({
-            let (store, batch) = (store.clone(), batch.clone());
-            async move { store.put(&batch).await }
-        });
-        let written = write.await.unwrap_or_else(|e| {
-            Err(BufferError::Storage {
-                dir: "(buffer write)".into(),
-                detail: e.to_string(),
-            })
-        });
-        match written {
-            Ok(()) => {
-                metrics::counter!("heatmesh_readings_acquired_total", "plant" => plant.to_string())
-                    .increment(batch.readings.len() as u64);
-                return;
-            }
-            Err(e @ BufferError::Full { .. }) => {
-                tracing::error!(%plant, %source, "{e}; polling stops until the master confirms buffered readings");
-                health.buffer_full(plant, source, true);
-                store.room().await;
-                health.buffer_full(plant, source, false);
-            }
-            Err(e) => {
-                tracing::error!(%plant, %source, "{e}; retrying in 1 s");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
     }
 }
 

@@ -8,6 +8,10 @@ use heatmesh_ingest::meter::RegisterTable;
 use std::time::Duration;
 
 fn feeds(port: u16) -> PlantFeeds {
+    feeds_stale_after(port, 100)
+}
+
+fn feeds_stale_after(port: u16, stale_after: u32) -> PlantFeeds {
     let text = format!(
         r#"
 [[sources]]
@@ -23,6 +27,7 @@ quantity = "mass_flow"
 unit = "kg/s"
 source = "plc"
 poll_ms = 50
+stale_after = {stale_after}
 modbus = {{ unit = 3, table = "holding", register = 10, type = "f32", word_order = "little" }}
 
 [[meters]]
@@ -31,6 +36,7 @@ quantity = "temperature"
 unit = "C"
 source = "plc"
 poll_ms = 50
+stale_after = {stale_after}
 modbus = {{ unit = 3, table = "input", register = 0, type = "i16", scale = 0.1 }}
 "#
     );
@@ -84,6 +90,7 @@ async fn readings_flow_and_an_outage_is_seen_and_recovered() {
     let host = FeedHost {
         store: Store::new(Sink::Buffer(buffer.clone())),
         health: Health::default(),
+        opcua_pki: dir.path().join("opcua-pki"),
     };
     let running = host.start("Plant-X", &f);
     wait_for("readings of both meters", || {
@@ -155,4 +162,35 @@ async fn readings_flow_and_an_outage_is_seen_and_recovered() {
         host.health.snapshot(0).is_empty(),
         "stopping forgets the plant's meters"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_register_goes_stale_and_a_changing_one_is_ok_again() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let f = feeds_stale_after(port, 3);
+    let regs = registers(&f, 12.5, 181.3);
+    let _server = tokio::spawn(serve(listener, regs.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let host = FeedHost {
+        store: Store::new(Sink::Buffer(Buffer::open(dir.path(), 64 << 20).unwrap())),
+        health: Health::default(),
+        opcua_pki: dir.path().join("opcua-pki"),
+    };
+    let _running = host.start("Plant-X", &f);
+    wait_for("a first reading", || {
+        state(&host.health, "flow") == FeedState::Ok
+    })
+    .await;
+    // The device answers every poll, but with the same words: Modbus has no timestamps, so
+    // an unchanging value for 3 polls is a frozen meter.
+    let ok_since = tokio::time::Instant::now();
+    wait_for("stale", || state(&host.health, "flow") == FeedState::Stale).await;
+    assert!(
+        ok_since.elapsed() < Duration::from_millis(3 * 50 + 200),
+        "{:?}",
+        ok_since.elapsed()
+    );
+    *regs.lock().unwrap() = registers(&f, 12.6, 181.3).lock().unwrap().clone();
+    wait_for("ok again", || state(&host.health, "flow") == FeedState::Ok).await;
 }

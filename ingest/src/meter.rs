@@ -308,7 +308,7 @@ impl ModbusAddress {
 }
 
 /// An OPC UA node id, parsed from its text form (`ns=2;s=Boiler1.Flow`, `i=2258`, ...).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct NodeId {
     /// Namespace index (0 when `ns=` is omitted).
     pub namespace: u16,
@@ -317,7 +317,7 @@ pub struct NodeId {
 }
 
 /// The identifier part of a [`NodeId`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Identifier {
     /// `i=`: numeric.
     Numeric(u32),
@@ -508,6 +508,22 @@ impl SourceSpec {
         match self {
             SourceSpec::Opcua(s) => &s.id,
             SourceSpec::Modbus(s) => &s.id,
+        }
+    }
+
+    /// Where the source is reached: `host:port` (Modbus) or `opc.tcp://host:port[/path]`.
+    pub fn endpoint(&self) -> &str {
+        match self {
+            SourceSpec::Opcua(s) => &s.endpoint,
+            SourceSpec::Modbus(s) => &s.endpoint,
+        }
+    }
+
+    /// Points the source at another endpoint (tests and the demo, on free ports).
+    pub fn set_endpoint(&mut self, to: String) {
+        match self {
+            SourceSpec::Opcua(s) => s.endpoint = to,
+            SourceSpec::Modbus(s) => s.endpoint = to,
         }
     }
 
@@ -920,7 +936,7 @@ fn validate_opcua(key: &str, o: &OpcuaSource) -> Result<(), FieldError> {
             if v.is_none() {
                 return err(
                     format!("{key}.{f}"),
-                    "required with security_policy Basic256Sha256 (heatmesh certs init makes one)",
+                    "required with security_policy Basic256Sha256 (an X.509 certificate naming urn:heatmesh:node; see docs/ingest.md)",
                 );
             }
         }

@@ -111,6 +111,8 @@ mod tests {
             errors: 0,
             poll_ms: 1_000,
             stale_after: 3,
+            timestamped: false,
+            changed_us: Some(0),
         }
     }
 

@@ -146,6 +146,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningMesh, St
             feeds: Some(FeedHost {
                 store: Store::new(Sink::Direct(direct_uplink(readings.clone()))),
                 health: local_health,
+                opcua_pki: config.data_dir.join("opcua-pki"),
             }),
         })
         .await

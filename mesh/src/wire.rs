@@ -257,6 +257,8 @@ pub fn feed_from_proto(f: pb::MeterFeed) -> (i64, heatmesh_connect::feeds::Meter
         errors: f.errors,
         poll_ms: 0,
         stale_after: 0,
+        timestamped: false,
+        changed_us: None,
     };
     (reported, h)
 }

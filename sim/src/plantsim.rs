@@ -1,6 +1,6 @@
-//! The plant simulator behind `heatmesh simulate`: every Modbus source of the fleet's
-//! configuration served by a real Modbus TCP server, its registers driven by a model that
-//! conserves energy.
+//! The plant simulator behind `heatmesh simulate`: every source of the fleet's configuration
+//! served by a real server of its protocol (Modbus TCP, or OPC UA with policies None and
+//! Basic256Sha256), its values driven by a model that conserves energy.
 //!
 //! Per plant the model burns fuel at a rate that follows the plant's heat demand (a slow
 //! ten-minute swing of 10 % and 1 % noise) and turns it into useful heat at an efficiency that
@@ -8,8 +8,8 @@
 //! heat + losses at every instant and in the totals. Each meter shows its quantity of that
 //! state in its own unit: fuel meters the fuel (flow from the calorific value, totals
 //! integrated), heat meters the heat, temperatures, pressures and flue O2 near fixed set
-//! points with noise. A meter's registers hold the raw value that its calibration turns into
-//! the true one, so the master's calibrated value is the model's.
+//! points with noise. A meter's registers (or OPC UA variable) hold the raw value that its
+//! calibration turns into the true one, so the master's calibrated value is the model's.
 //!
 //! Faults on command ([`Simulator::freeze`], [`Simulator::stop_source`]) rehearse what the
 //! operators' guides call meter freezes and connection losses.
@@ -20,7 +20,8 @@ use heatmesh_agents::calc::units::{
     EnergyUnit, PowerUnit, PressureUnit, TemperatureUnit, convert, convert_temperature, parse_unit,
 };
 use heatmesh_connect::modbus::{Registers, serve};
-use heatmesh_ingest::meter::SourceSpec;
+use heatmesh_connect::opcua::{Device, DeviceError, Sample, Values};
+use heatmesh_ingest::meter::{NodeId, SourceSpec};
 use heatmesh_ingest::{MeterSpec, Quantity};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -46,18 +47,53 @@ pub struct PlantState {
     pub loss_kwh: f64,
 }
 
+/// Where a simulated meter's value is published.
+enum Out {
+    /// Modbus registers at the meter's address.
+    Registers(Registers),
+    /// An OPC UA variable.
+    Variable(Values, NodeId),
+}
+
 struct SimMeter {
     plant: String,
     spec: MeterSpec,
-    registers: Registers,
-    frozen: bool,
+    out: Out,
+    fault: Fault,
 }
 
-/// A served endpoint: its registers, its server task (None while stopped), its address.
+/// A fault put on one meter by command.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Fault {
+    /// None: the meter shows the model.
+    #[default]
+    None,
+    /// Its value stops changing (registers keep their words, a variable its source time).
+    Frozen,
+    /// It reads high by this many percent per hour, counted from `since_s` of model time.
+    Drift {
+        /// Percent of the value per hour.
+        pct_per_hour: f64,
+        /// Model time the drift began, s.
+        since_s: f64,
+    },
+    /// It drops out: its Modbus registers vanish (the device answers "illegal data address"),
+    /// its OPC UA variable turns Bad (BadSensorFailure, no value).
+    Dropped,
+}
+
+/// A served endpoint's server, None while stopped.
+enum Server {
+    Modbus(Registers, Option<JoinHandle<()>>),
+    Opcua(Values, Option<Device>),
+}
+
+/// A served endpoint: its server and the address it is bound to.
 struct Source {
-    registers: Registers,
-    task: Option<JoinHandle<()>>,
+    server: Server,
     addr: std::net::SocketAddr,
+    /// The host name its endpoints advertise (OPC UA).
+    host: String,
 }
 
 struct Model {
@@ -71,21 +107,26 @@ struct Model {
 /// A running simulator.
 pub struct Simulator {
     model: Arc<Mutex<Model>>,
-    sources: Mutex<BTreeMap<String, Source>>,
+    sources: tokio::sync::Mutex<BTreeMap<String, Source>>,
     ticker: JoinHandle<()>,
+    /// The OPC UA servers' own certificates.
+    pki: tempfile::TempDir,
+    /// (plant, source) -> endpoint.
+    sources_of: BTreeMap<(String, String), String>,
 }
 
 impl Drop for Simulator {
     fn drop(&mut self) {
         self.ticker.abort();
-        for src in self
-            .sources
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values_mut()
-        {
-            if let Some(t) = src.task.take() {
-                t.abort();
+        for src in self.sources.get_mut().values_mut() {
+            match &mut src.server {
+                Server::Modbus(_, task) => {
+                    if let Some(t) = task.take() {
+                        t.abort();
+                    }
+                }
+                // Dropping a device cancels its server.
+                Server::Opcua(_, device) => drop(device.take()),
             }
         }
     }
@@ -102,9 +143,17 @@ pub enum SimError {
         /// Cause.
         source: std::io::Error,
     },
-    /// No plant has a Modbus source.
+    /// An OPC UA server could not start.
+    #[error("serving OPC UA endpoint {endpoint}: {source}")]
+    Opcua {
+        /// The endpoint.
+        endpoint: String,
+        /// Cause.
+        source: DeviceError,
+    },
+    /// No plant has a source with meters.
     #[error(
-        "no plant has a Modbus source ([[plants.sources]] with kind = \"modbus\"): nothing to serve"
+        "no plant has a source with meters ([[plants.sources]] and [[plants.meters]]): nothing to serve"
     )]
     Nothing,
 }
@@ -130,7 +179,7 @@ impl Model {
             s.loss_kwh = s.fuel_kwh - s.heat_kwh;
         }
         for i in 0..self.meters.len() {
-            if self.meters[i].frozen {
+            if self.meters[i].fault == Fault::Frozen {
                 continue;
             }
             let state = self
@@ -138,18 +187,45 @@ impl Model {
                 .get(&self.meters[i].plant)
                 .copied()
                 .unwrap_or_default();
-            let truth = value(&self.meters[i].spec, &state, &mut self.rng);
+            let mut truth = value(&self.meters[i].spec, &state, &mut self.rng);
             let m = &self.meters[i];
+            if let Fault::Drift {
+                pct_per_hour,
+                since_s,
+            } = m.fault
+            {
+                truth *= 1.0 + pct_per_hour / 100.0 * (self.elapsed_s - since_s) / 3600.0;
+            }
+            let dropped = m.fault == Fault::Dropped;
             let c = m.spec.calibration;
             let raw = (truth - c.offset) / c.factor;
-            let addr = m
-                .spec
-                .modbus
-                .as_ref()
-                .expect("only Modbus meters are simulated");
-            let mut regs = m.registers.lock().unwrap_or_else(|e| e.into_inner());
-            for (k, w) in addr.encode(raw).into_iter().enumerate() {
-                regs.insert((addr.unit, addr.table, addr.register + k as u16), w);
+            match &m.out {
+                Out::Registers(registers) => {
+                    let Some(addr) = m.spec.modbus.as_ref() else {
+                        continue;
+                    };
+                    let mut regs = registers.lock().unwrap_or_else(|e| e.into_inner());
+                    for (k, w) in addr.encode(raw).into_iter().enumerate() {
+                        let at = (addr.unit, addr.table, addr.register + k as u16);
+                        if dropped {
+                            regs.remove(&at);
+                        } else {
+                            regs.insert(at, w);
+                        }
+                    }
+                }
+                Out::Variable(values, node) => {
+                    let sample = Sample {
+                        value: raw,
+                        time_us: heatmesh_connect::now_us(),
+                        // BadSensorFailure.
+                        status: if dropped { 0x808C_0000 } else { 0 },
+                    };
+                    values
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(node.clone(), sample);
+                }
             }
         }
     }
@@ -215,60 +291,97 @@ fn volume_scale(unit: &str) -> f64 {
 }
 
 impl Simulator {
-    /// Starts serving the Modbus sources of `plants`. `listeners` may supply an already
-    /// bound listener per endpoint (tests bind port 0 first); other endpoints are bound
-    /// here. `demand_kw` gives each plant's heat demand (5 MW where absent).
+    /// Starts serving the sources of `plants`. `listeners` may supply an already bound
+    /// listener per endpoint (tests bind port 0 first); other endpoints are bound here.
+    /// `demand_kw` gives each plant's heat demand (5 MW where absent).
     pub async fn start(
         plants: &[PlantSpec],
         demand_kw: BTreeMap<String, f64>,
         mut listeners: BTreeMap<String, TcpListener>,
         seed: u64,
     ) -> Result<Simulator, SimError> {
+        let pki = tempfile::tempdir().map_err(|source| SimError::Bind {
+            endpoint: "(OPC UA certificate folder)".into(),
+            source,
+        })?;
+        let nodes = opcua_nodes(plants);
+        let mut sources_of = BTreeMap::new();
         let mut sources: BTreeMap<String, Source> = BTreeMap::new();
         let mut meters = Vec::new();
         let mut demand = BTreeMap::new();
         for p in plants {
             let mut used = HashSet::new();
             for src in &p.feeds.sources {
-                let SourceSpec::Modbus(m) = src else { continue };
-                used.insert(m.id.clone());
-                if !sources.contains_key(&m.endpoint) {
-                    let listener = match listeners.remove(&m.endpoint) {
-                        Some(l) => l,
-                        None => TcpListener::bind(&m.endpoint).await.map_err(|source| {
-                            SimError::Bind {
-                                endpoint: m.endpoint.clone(),
-                                source,
-                            }
-                        })?,
-                    };
-                    let addr = listener.local_addr().map_err(|source| SimError::Bind {
-                        endpoint: m.endpoint.clone(),
-                        source,
-                    })?;
-                    let regs = Registers::default();
-                    let task = tokio::spawn(serve_quietly(listener, regs.clone()));
-                    sources.insert(
-                        m.endpoint.clone(),
-                        Source {
-                            registers: regs,
-                            task: Some(task),
-                            addr,
-                        },
-                    );
-                }
-                let regs = sources[&m.endpoint].registers.clone();
-                for meter in p
+                let served: Vec<&MeterSpec> = p
                     .feeds
                     .meters
                     .iter()
-                    .filter(|x| x.source.as_deref() == Some(&m.id))
-                {
+                    .filter(|x| x.source.as_deref() == Some(src.id()))
+                    .collect();
+                if served.is_empty() {
+                    continue;
+                }
+                used.insert(src.id().to_string());
+                let endpoint = src.endpoint().to_string();
+                sources_of.insert((p.id.clone(), src.id().to_string()), endpoint.clone());
+                if !sources.contains_key(&endpoint) {
+                    let listener = match listeners.remove(&endpoint) {
+                        Some(l) => l,
+                        None => TcpListener::bind(bind_address(src))
+                            .await
+                            .map_err(|source| SimError::Bind {
+                                endpoint: endpoint.clone(),
+                                source,
+                            })?,
+                    };
+                    let addr = listener.local_addr().map_err(|source| SimError::Bind {
+                        endpoint: endpoint.clone(),
+                        source,
+                    })?;
+                    let host = host_of(bind_address(src));
+                    let server = match src {
+                        SourceSpec::Modbus(_) => {
+                            let regs = Registers::default();
+                            let task = tokio::spawn(serve_quietly(listener, regs.clone()));
+                            Server::Modbus(regs, Some(task))
+                        }
+                        SourceSpec::Opcua(_) => {
+                            let values = Values::default();
+                            values.lock().unwrap_or_else(|e| e.into_inner()).extend(
+                                nodes
+                                    .get(&endpoint)
+                                    .into_iter()
+                                    .flatten()
+                                    .map(|n| (n.clone(), Sample::default())),
+                            );
+                            let device = Device::start(listener, &host, values.clone(), pki.path())
+                                .await
+                                .map_err(|source| SimError::Opcua {
+                                    endpoint: endpoint.clone(),
+                                    source,
+                                })?;
+                            Server::Opcua(values, Some(device))
+                        }
+                    };
+                    sources.insert(endpoint.clone(), Source { server, addr, host });
+                }
+                for meter in served {
+                    let out = match &sources[&endpoint].server {
+                        Server::Modbus(regs, _) => Out::Registers(regs.clone()),
+                        Server::Opcua(values, _) => {
+                            let Some(n) =
+                                meter.node_id.as_deref().and_then(|n| NodeId::parse(n).ok())
+                            else {
+                                continue;
+                            };
+                            Out::Variable(values.clone(), n)
+                        }
+                    };
                     meters.push(SimMeter {
                         plant: p.id.clone(),
                         spec: meter.clone(),
-                        registers: regs.clone(),
-                        frozen: false,
+                        out,
+                        fault: Fault::None,
                     });
                 }
             }
@@ -306,16 +419,18 @@ impl Simulator {
         });
         Ok(Simulator {
             model,
-            sources: Mutex::new(sources),
+            sources: tokio::sync::Mutex::new(sources),
             ticker,
+            pki,
+            sources_of,
         })
     }
 
     /// The endpoints served and the addresses they are bound to.
-    pub fn endpoints(&self) -> Vec<(String, std::net::SocketAddr)> {
+    pub async fn endpoints(&self) -> Vec<(String, std::net::SocketAddr)> {
         self.sources
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .await
             .iter()
             .map(|(e, s)| (e.clone(), s.addr))
             .collect()
@@ -339,54 +454,85 @@ impl Simulator {
             .len()
     }
 
-    /// Freezes (or thaws) a meter: its registers keep their last value.
-    pub fn freeze(&self, plant: &str, meter: &str, frozen: bool) -> bool {
+    /// Puts a fault on a meter ([`Fault::None`] clears it). False when the plant has no such
+    /// meter.
+    pub fn fault(&self, plant: &str, meter: &str, fault: Fault) -> bool {
         let mut m = self.model.lock().unwrap_or_else(|e| e.into_inner());
+        let now = m.elapsed_s;
+        let fault = match fault {
+            Fault::Drift { pct_per_hour, .. } => Fault::Drift {
+                pct_per_hour,
+                since_s: now,
+            },
+            f => f,
+        };
         let mut found = false;
         for x in m
             .meters
             .iter_mut()
             .filter(|x| x.plant == plant && x.spec.id == meter)
         {
-            x.frozen = frozen;
+            x.fault = fault;
             found = true;
         }
         found
     }
 
-    /// Stops the server of an endpoint (its connections drop), as a device that dies.
-    pub fn stop_source(&self, endpoint: &str) {
-        if let Some(src) = self
-            .sources
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_mut(endpoint)
-            && let Some(t) = src.task.take()
-        {
-            t.abort();
+    /// The endpoint a plant's source is served on.
+    pub fn endpoint_of(&self, plant: &str, source: &str) -> Option<String> {
+        self.sources_of
+            .get(&(plant.to_string(), source.to_string()))
+            .cloned()
+    }
+
+    /// Stops the server of an endpoint (its connections drop), as a device that dies. False
+    /// when no such endpoint is served.
+    pub async fn stop_source(&self, endpoint: &str) -> bool {
+        let mut sources = self.sources.lock().await;
+        let Some(src) = sources.get_mut(endpoint) else {
+            return false;
+        };
+        match &mut src.server {
+            Server::Modbus(_, task) => {
+                if let Some(t) = task.take() {
+                    t.abort();
+                }
+            }
+            Server::Opcua(_, device) => {
+                if let Some(d) = device.take() {
+                    d.stop().await;
+                }
+            }
         }
+        true
     }
 
     /// Serves an endpoint again on the address it had.
-    pub async fn start_source(&self, endpoint: &str) -> std::io::Result<()> {
-        let (regs, addr) = match self
-            .sources
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(endpoint)
-        {
-            Some(s) if s.task.is_none() => (s.registers.clone(), s.addr),
-            _ => return Ok(()),
+    pub async fn start_source(&self, endpoint: &str) -> Result<(), SimError> {
+        let mut sources = self.sources.lock().await;
+        let Some(src) = sources.get_mut(endpoint) else {
+            return Ok(());
         };
-        let l = TcpListener::bind(addr).await?;
-        let task = tokio::spawn(serve_quietly(l, regs));
-        if let Some(e) = self
-            .sources
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_mut(endpoint)
-        {
-            e.task = Some(task);
+        let bind = |source| SimError::Bind {
+            endpoint: endpoint.to_string(),
+            source,
+        };
+        match &mut src.server {
+            Server::Modbus(regs, task @ None) => {
+                let l = TcpListener::bind(src.addr).await.map_err(bind)?;
+                *task = Some(tokio::spawn(serve_quietly(l, regs.clone())));
+            }
+            Server::Opcua(values, device @ None) => {
+                let l = TcpListener::bind(src.addr).await.map_err(bind)?;
+                let d = Device::start(l, &src.host, values.clone(), self.pki.path())
+                    .await
+                    .map_err(|source| SimError::Opcua {
+                        endpoint: endpoint.to_string(),
+                        source,
+                    })?;
+                *device = Some(d);
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -395,6 +541,58 @@ impl Simulator {
 async fn serve_quietly(l: TcpListener, regs: Registers) {
     if let Err(e) = serve(l, regs).await {
         tracing::warn!("simulated Modbus server stopped: {e}");
+    }
+}
+
+/// Every OPC UA endpoint's nodes, over all plants (a server holds the variables of every
+/// source that names it).
+fn opcua_nodes(plants: &[PlantSpec]) -> BTreeMap<String, Vec<NodeId>> {
+    let mut out: BTreeMap<String, Vec<NodeId>> = BTreeMap::new();
+    for p in plants {
+        for src in &p.feeds.sources {
+            let SourceSpec::Opcua(o) = src else { continue };
+            for m in p
+                .feeds
+                .meters
+                .iter()
+                .filter(|m| m.source.as_deref() == Some(&o.id))
+            {
+                if let Some(n) = m.node_id.as_deref().and_then(|n| NodeId::parse(n).ok()) {
+                    out.entry(o.endpoint.clone()).or_default().push(n);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The `host:port` a source's server listens on.
+fn bind_address(src: &SourceSpec) -> &str {
+    match src {
+        SourceSpec::Modbus(m) => &m.endpoint,
+        SourceSpec::Opcua(o) => {
+            let rest = o.endpoint.strip_prefix("opc.tcp://").unwrap_or(&o.endpoint);
+            rest.split('/').next().unwrap_or(rest)
+        }
+    }
+}
+
+fn host_of(hostport: &str) -> String {
+    match hostport.rsplit_once(':') {
+        Some((h, _)) => h.trim_matches(['[', ']']).to_string(),
+        None => hostport.to_string(),
+    }
+}
+
+/// A source's endpoint moved to `addr` (same scheme and path).
+fn moved_endpoint(src: &SourceSpec, addr: &str) -> String {
+    match src {
+        SourceSpec::Modbus(_) => addr.to_string(),
+        SourceSpec::Opcua(o) => {
+            let rest = o.endpoint.strip_prefix("opc.tcp://").unwrap_or(&o.endpoint);
+            let path = rest.find('/').map_or("", |i| &rest[i..]);
+            format!("opc.tcp://{addr}{path}")
+        }
     }
 }
 
@@ -407,47 +605,46 @@ pub fn demand_kw(cfg: &heatmesh_master::config::Config) -> BTreeMap<String, f64>
         .collect()
 }
 
-/// Starts a simulator for the configuration's Modbus sources on free loopback ports and
-/// points the configuration at them (the demo and tests: nothing fixed is bound).
+/// Starts a simulator for the configuration's sources on free loopback ports and points the
+/// configuration at them (the demo and tests: nothing fixed is bound).
 pub async fn start_on_free_ports(
     cfg: &mut heatmesh_master::config::Config,
     seed: u64,
 ) -> Result<Simulator, SimError> {
-    let mut listeners = BTreeMap::new();
-    let mut moved = BTreeMap::new();
+    // One free port per configured endpoint, bound now.
+    let mut bound: BTreeMap<String, (String, Option<TcpListener>)> = BTreeMap::new();
     for p in &cfg.plants {
         for s in &p.feeds.sources {
-            if let SourceSpec::Modbus(m) = s
-                && !listeners.contains_key(&m.endpoint)
-            {
-                let l =
-                    TcpListener::bind("127.0.0.1:0")
-                        .await
-                        .map_err(|source| SimError::Bind {
-                            endpoint: m.endpoint.clone(),
-                            source,
-                        })?;
-                let addr = l.local_addr().map_err(|source| SimError::Bind {
-                    endpoint: m.endpoint.clone(),
-                    source,
-                })?;
-                moved.insert(m.endpoint.clone(), addr.to_string());
-                listeners.insert(m.endpoint.clone(), l);
+            let endpoint = s.endpoint().to_string();
+            if bound.contains_key(&endpoint) {
+                continue;
             }
+            let bind = |source| SimError::Bind {
+                endpoint: endpoint.clone(),
+                source,
+            };
+            let l = TcpListener::bind("127.0.0.1:0").await.map_err(bind)?;
+            let addr = l.local_addr().map_err(bind)?;
+            bound.insert(endpoint, (addr.to_string(), Some(l)));
         }
     }
-    let sim = Simulator::start(&cfg.plants, demand_kw(cfg), listeners, seed).await?;
+    // The configuration is pointed at them before the servers start: an OPC UA server
+    // advertises the address it really listens on.
+    let mut listeners = BTreeMap::new();
     for p in &mut cfg.plants {
         for s in &mut p.feeds.sources {
-            if let SourceSpec::Modbus(m) = s
-                && let Some(a) = moved.get(&m.endpoint)
-            {
-                m.endpoint = a.clone();
+            let old = s.endpoint().to_string();
+            let Some((addr, listener)) = bound.get_mut(&old) else {
+                continue;
+            };
+            let new = moved_endpoint(s, addr);
+            s.set_endpoint(new.clone());
+            if let Some(l) = listener.take() {
+                listeners.insert(new, l);
             }
         }
     }
-    // The simulator keeps serving under the configured names; only the addresses moved.
-    Ok(sim)
+    Simulator::start(&cfg.plants, demand_kw(cfg), listeners, seed).await
 }
 
 #[cfg(test)]

@@ -143,7 +143,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let mut cfg = opts.load()?;
     cfg.allow_fault_injection = true;
     let started = Instant::now();
-    // The plants' SCADA, simulated: their Modbus devices on free loopback ports.
+    // The plants' SCADA, simulated: their Modbus devices and OPC UA server on free loopback
+    // ports.
     let sim = match heatmesh_sim::plantsim::start_on_free_ports(&mut cfg, 1).await {
         Ok(s) => Some(s),
         Err(heatmesh_sim::plantsim::SimError::Nothing) => None,
@@ -486,7 +487,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits until every meter read over Modbus has readings in the ledger, then prints the
+/// Waits until every meter read over Modbus or OPC UA has readings in the ledger, then prints the
 /// latest of each: the simulated plants' data, polled by the connectors, durable at the
 /// master, read back through QueryReadings.
 async fn live_readings(addr: &str, sim: &heatmesh_sim::plantsim::Simulator) -> anyhow::Result<()> {
@@ -499,7 +500,7 @@ async fn live_readings(addr: &str, sim: &heatmesh_sim::plantsim::Simulator) -> a
         .into_inner()
         .meters
         .into_iter()
-        .filter(|m| m.source_kind == "modbus")
+        .filter(|m| m.source_kind == "modbus" || m.source_kind == "opcua")
         .collect();
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut rows = Vec::new();
@@ -521,14 +522,16 @@ async fn live_readings(addr: &str, sim: &heatmesh_sim::plantsim::Simulator) -> a
         };
         let Some(last) = r.readings.last() else {
             bail!(
-                "no readings of {} {} arrived over Modbus within 15 s",
+                "no readings of {} {} arrived over {} within 15 s",
                 m.plant_id,
-                m.id
+                m.id,
+                protocol(&m.source_kind)
             );
         };
         rows.push(vec![
             m.plant_id.clone(),
             m.id.clone(),
+            protocol(&m.source_kind).to_string(),
             m.quantity.clone(),
             format!("{:.3} {}", last.value, r.unit),
             r.readings.len().to_string(),
@@ -539,14 +542,14 @@ async fn live_readings(addr: &str, sim: &heatmesh_sim::plantsim::Simulator) -> a
             },
         ]);
     }
+    let served = sim.endpoints().await.len();
     println!(
-        "\nLive plant data: {} meters polled over Modbus TCP from the plant simulator ({} device{}), durable in the ledger:",
+        "\nLive plant data: {} meters read over Modbus TCP and OPC UA from the plant simulator ({served} server{}), durable in the ledger:",
         meters.len(),
-        sim.endpoints().len(),
-        if sim.endpoints().len() == 1 { "" } else { "s" }
+        if served == 1 { "" } else { "s" }
     );
     let mut t = Table::new(&[
-        "plant", "meter", "quantity", "latest", "readings", "quality",
+        "plant", "meter", "via", "quantity", "latest", "readings", "quality",
     ]);
     for r in rows {
         t.row(r);
@@ -559,6 +562,14 @@ async fn live_readings(addr: &str, sim: &heatmesh_sim::plantsim::Simulator) -> a
         );
     }
     Ok(())
+}
+
+fn protocol(kind: &str) -> &'static str {
+    match kind {
+        "opcua" => "OPC UA",
+        "modbus" => "Modbus TCP",
+        _ => "push",
+    }
 }
 
 /// The other agent kinds, each with its shipped example and a plant that runs it.

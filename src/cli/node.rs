@@ -112,6 +112,7 @@ pub async fn run(a: NodeArgs) -> anyhow::Result<()> {
                 record: a.acquired_log.clone(),
             },
             health: health.clone(),
+            opcua_pki: dir.join("opcua-pki"),
         }),
     })
     .await
