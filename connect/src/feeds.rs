@@ -67,6 +67,8 @@ pub enum FeedState {
     Down,
     /// Started, no reading yet.
     Waiting,
+    /// Switched off by an operator (`heatmesh feeds disable`): not read.
+    Disabled,
 }
 
 impl FeedState {
@@ -77,6 +79,7 @@ impl FeedState {
             FeedState::Stale => "stale",
             FeedState::Down => "down",
             FeedState::Waiting => "waiting",
+            FeedState::Disabled => "disabled",
         }
     }
 }
@@ -114,6 +117,9 @@ pub struct MeterHealth {
     /// When the value last changed, microseconds.
     #[serde(skip)]
     pub changed_us: Option<i64>,
+    /// Disabled by an operator: registered, not read.
+    #[serde(skip)]
+    pub disabled: bool,
 }
 
 #[derive(Default)]
@@ -134,7 +140,14 @@ impl Health {
         f(&mut self.inner.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    fn register(&self, plant: &str, source: &str, meters: &[MeterSpec], timestamped: bool) {
+    fn register(
+        &self,
+        plant: &str,
+        source: &str,
+        meters: &[MeterSpec],
+        timestamped: bool,
+        disabled: &std::collections::BTreeSet<String>,
+    ) {
         self.with(|s| {
             for m in meters {
                 s.meters
@@ -152,6 +165,7 @@ impl Health {
                         stale_after: m.stale_after,
                         timestamped,
                         changed_us: None,
+                        disabled: disabled.contains(&m.id),
                     });
             }
         });
@@ -245,6 +259,7 @@ impl Health {
                         h.changed_us
                     };
                     h.state = match (down, alive) {
+                        _ if h.disabled => FeedState::Disabled,
                         (true, _) => FeedState::Down,
                         (false, None) => FeedState::Waiting,
                         (false, Some(t)) if now_us - t > silent_us => FeedState::Stale,
@@ -452,7 +467,7 @@ impl FeedHost {
     pub fn start(&self, plant: &str, feeds: &PlantFeeds) -> Running {
         let mut tasks = Vec::new();
         for src in &feeds.sources {
-            let meters: Vec<MeterSpec> = feeds
+            let mut meters: Vec<MeterSpec> = feeds
                 .meters
                 .iter()
                 .filter(|m| m.source.as_deref() == Some(src.id()))
@@ -466,7 +481,12 @@ impl FeedHost {
                 src.id(),
                 &meters,
                 matches!(src, SourceSpec::Opcua(_)),
+                &feeds.disabled,
             );
+            meters.retain(|m| !feeds.disabled.contains(&m.id));
+            if meters.is_empty() {
+                continue;
+            }
             match src {
                 SourceSpec::Modbus(m) => tasks.push(tokio::spawn(crate::modbus::poll(
                     plant.to_string(),

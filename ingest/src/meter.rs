@@ -823,6 +823,10 @@ pub struct PlantFeeds {
     pub sources: Vec<SourceSpec>,
     /// `[[plants.meters]]`.
     pub meters: Vec<MeterSpec>,
+    /// Meters an operator disabled (`heatmesh feeds disable`): configured, not read. Kept in
+    /// the master's ledger, not in the fleet file.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub disabled: std::collections::BTreeSet<String>,
 }
 
 impl PlantFeeds {

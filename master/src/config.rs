@@ -596,6 +596,7 @@ fn take_plant_feeds(value: &mut toml::Table) -> Result<BTreeMap<String, PlantFee
         let mut feeds = PlantFeeds {
             sources: parse_entries(t.remove("sources"), &format!("{key}.sources"))?,
             meters: parse_entries(t.remove("meters"), &format!("{key}.meters"))?,
+            disabled: Default::default(),
         };
         if feeds.sources.is_empty() && feeds.meters.is_empty() {
             continue;

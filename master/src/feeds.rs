@@ -113,6 +113,7 @@ mod tests {
             stale_after: 3,
             timestamped: false,
             changed_us: Some(0),
+            disabled: false,
         }
     }
 

@@ -5,7 +5,7 @@
 //! the ledger. The actor never waits for the disk: the ledger's group commit calls back.
 
 use crate::config::Config;
-use crate::ledger::{Callback, Commit, Ledger, LedgerError, Op};
+use crate::ledger::{Callback, Commit, FeedSwitch, Ledger, LedgerError, Op};
 use crate::task::{Priority, Status, TaskRecord, Transition, now_us};
 use heatmesh_agents::fault::Fault;
 use heatmesh_agents::{AgentStatus, Assignment, EventSink, Outcome, PlantEvent, PlantSpec};
@@ -185,6 +185,17 @@ pub enum MasterMsg {
     SetPaused(bool),
     /// Arm rehearsal faults on an agent.
     InjectFault(String, String, Fault, RpcReplyPort<Result<(), ApiError>>),
+    /// Disable or enable one meter's connector; the reply comes once the switch is durable.
+    SetFeed {
+        /// Plant id.
+        plant: String,
+        /// Meter id.
+        meter: String,
+        /// The switch.
+        switch: FeedSwitch,
+        /// Receives the switch as journaled.
+        reply: RpcReplyPort<Result<FeedSwitch, ApiError>>,
+    },
     /// Ledger callback: a terminal record is durable; drop it from memory.
     Retired(u64, u64),
     /// Timer: retries, deadlines, leases, gauges.
@@ -383,6 +394,65 @@ impl MasterState {
             events: vec![rec],
             done: None,
             applied,
+        });
+    }
+
+    /// Switches a meter's connector off or on: journaled, then the node hosting the plant
+    /// restarts its connectors without (or with) it; a later placement carries the switch.
+    fn set_feed(
+        &mut self,
+        plant: String,
+        meter: String,
+        switch: FeedSwitch,
+        reply: RpcReplyPort<Result<FeedSwitch, ApiError>>,
+    ) {
+        let Some(p) = self.plants.get_mut(&plant) else {
+            let _ = reply.send(Err(ApiError::NotFound(format!(
+                "plant_id: no plant {plant:?} in the fleet"
+            ))));
+            return;
+        };
+        let Some(m) = p.spec.feeds.meter(&meter) else {
+            let known: Vec<&str> = p.spec.feeds.meters.iter().map(|m| m.id.as_str()).collect();
+            let _ = reply.send(Err(ApiError::NotFound(format!(
+                "meter: plant {plant} has no meter {meter:?}; known: {}",
+                known.join(", ")
+            ))));
+            return;
+        };
+        if m.source.is_none() {
+            let _ = reply.send(Err(ApiError::FailedPrecondition(format!(
+                "meter: {plant}/{meter} has no source; it is fed by pushes and files, and no connector reads it"
+            ))));
+            return;
+        }
+        if switch.enabled {
+            p.spec.feeds.disabled.remove(&meter);
+        } else {
+            p.spec.feeds.disabled.insert(meter.clone());
+        }
+        tracing::info!(%plant, %meter, enabled = switch.enabled, reason = %switch.reason, "feed switched by an operator");
+        if let Some(link) = p
+            .node
+            .as_ref()
+            .and_then(|n| self.nodes.get(n))
+            .map(|n| n.link.clone())
+            && let Err(e) = link.set_feeds(&plant, &p.spec.feeds)
+        {
+            // The node is going away; the plant's next placement carries the switch.
+            tracing::warn!(%plant, "telling the node about the feed switch: {e}");
+        }
+        let journaled = switch.clone();
+        self.write(Commit {
+            ops: vec![Op::FeedSwitch {
+                plant,
+                meter,
+                switch,
+            }],
+            done: Some(Box::new(move |r| {
+                let _ = reply.send(r.map(|()| journaled).map_err(ApiError::from));
+            })),
+            ..Commit::default()
         });
     }
 
@@ -1306,6 +1376,15 @@ impl Actor for Master {
                 },
             );
         }
+        for (plant, meter, switch) in st.ledger.feed_switches()? {
+            // A meter since removed from the fleet file has nothing to switch.
+            if let Some(p) = st.plants.get_mut(&plant)
+                && !switch.enabled
+                && p.spec.feeds.meter(&meter).is_some()
+            {
+                p.spec.feeds.disabled.insert(meter);
+            }
+        }
         st.recover()?;
         if let Some(local) = args.local_node {
             let preferred = st.plants.keys().cloned().collect();
@@ -1599,6 +1678,12 @@ impl Actor for Master {
                 };
                 let _ = reply.send(answer);
             }
+            MasterMsg::SetFeed {
+                plant,
+                meter,
+                switch,
+                reply,
+            } => st.set_feed(plant, meter, switch, reply),
             MasterMsg::Retired(id, seq) => {
                 if st
                     .active

@@ -212,7 +212,13 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningMesh, St
         .set_serving::<ReadingServiceServer<ReadingApi>>()
         .await;
     let ages = tokio::spawn(reading_ages(readings.clone()));
-    let readings = ReadingApi::new(readings, feeds, api.config.clone());
+    let readings = ReadingApi::new(
+        readings,
+        feeds,
+        api.config.clone(),
+        ledger.clone(),
+        master.clone(),
+    );
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(heatmesh_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -507,8 +513,12 @@ impl RunningMesh {
         for h in self.servers {
             let _ = h.await;
         }
-        self.master.stop(None);
-        self.node.shutdown();
+        // Waited for, so the data directory is free for the next start once this returns.
+        let _ = self
+            .master
+            .stop_and_wait(None, Some(Duration::from_secs(5)))
+            .await;
+        self.node.stop(Duration::from_secs(5)).await;
         if let Err(e) = self.ledger.flush() {
             tracing::error!("final ledger flush: {e}");
         }

@@ -11,7 +11,7 @@ use heatmesh_agents::{EventSink, Outcome, PlantEvent, PlantSpec};
 use heatmesh_connect::backoff::Backoff;
 use heatmesh_connect::feeds::Health;
 use heatmesh_connect::ship::{ShipError, Uplink as ReadingsUplink};
-use heatmesh_ingest::Reading;
+use heatmesh_ingest::{PlantFeeds, Reading};
 use heatmesh_proto::v1 as pb;
 use pb::master_frame::Frame as Down;
 use pb::node_frame::Frame as Up;
@@ -340,6 +340,14 @@ impl Session<'_> {
                 let _ = self.local.inject_fault(&f.plant_id, &f.kind, fault);
             }
             Down::ReadingsAck(a) => self.readings.acked(a),
+            Down::SetFeeds(f) => match serde_json::from_str::<PlantFeeds>(&f.feeds_json) {
+                Ok(feeds) => {
+                    let _ = self.local.set_feeds(&f.plant_id, &feeds);
+                }
+                Err(e) => {
+                    tracing::error!(plant = %f.plant_id, "feeds from the master do not decode: {e}")
+                }
+            },
             Down::Welcome(_) => {}
         }
     }

@@ -18,6 +18,7 @@ pub use node_agent::{NodeAgent, NodeAgentArgs, NodeMsg};
 
 use heatmesh_agents::fault::Fault;
 use heatmesh_agents::{Assignment, EventSink, PlantSpec};
+use heatmesh_ingest::PlantFeeds;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -63,6 +64,8 @@ pub trait NodeLink: Send + Sync {
     fn stop_stale_plant(&self, _plant: &str, _epoch: u64) {}
     /// Arms a rehearsal fault on one agent of a plant running on this node.
     fn inject_fault(&self, plant: &str, kind: &str, fault: Fault) -> Result<(), MeshError>;
+    /// Restarts a placed plant's connectors with `feeds` (a meter disabled or enabled).
+    fn set_feeds(&self, plant: &str, feeds: &PlantFeeds) -> Result<(), MeshError>;
     /// Starts `spec` under `epoch`; the plant reports through `sink`.
     fn spawn_plant(
         &self,

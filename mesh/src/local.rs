@@ -3,6 +3,7 @@
 use crate::{BoxFuture, MeshError, NodeAgent, NodeAgentArgs, NodeLink, NodeMsg, PlantLink};
 use heatmesh_agents::fault::{Fault, FaultTable};
 use heatmesh_agents::{Assignment, EventSink, PlantMsg, PlantSpec};
+use heatmesh_ingest::PlantFeeds;
 use ractor::{Actor, ActorRef};
 use std::sync::Arc;
 
@@ -42,6 +43,13 @@ impl LocalNode {
         self.agent.stop_children(None);
         self.agent.stop(None);
     }
+
+    /// Stops the node agent and waits (up to `limit`) until it has, so its connectors are
+    /// gone and what they held (the master's ledger, under `heatmesh up`) is released.
+    pub async fn stop(&self, limit: std::time::Duration) {
+        self.agent.stop_children(None);
+        let _ = self.agent.stop_and_wait(None, Some(limit)).await;
+    }
 }
 
 impl NodeLink for LocalNode {
@@ -56,6 +64,18 @@ impl NodeLink for LocalNode {
     fn inject_fault(&self, plant: &str, kind: &str, fault: Fault) -> Result<(), MeshError> {
         self.faults.set(plant, kind, fault);
         Ok(())
+    }
+
+    fn set_feeds(&self, plant: &str, feeds: &PlantFeeds) -> Result<(), MeshError> {
+        self.agent
+            .cast(NodeMsg::SetFeeds {
+                plant: plant.to_string(),
+                feeds: feeds.clone(),
+            })
+            .map_err(|e| MeshError::NodeUnavailable {
+                node: self.id.clone(),
+                reason: e.to_string(),
+            })
     }
 
     fn spawn_plant(

@@ -23,6 +23,13 @@ pub enum NodeMsg {
     },
     /// The plant incarnations running here: (plant, epoch), sorted by plant.
     Running(RpcReplyPort<Vec<(String, u64)>>),
+    /// Restart a placed plant's connectors with these feeds; ignored if it is not placed here.
+    SetFeeds {
+        /// The plant.
+        plant: String,
+        /// Its feeds now.
+        feeds: heatmesh_ingest::PlantFeeds,
+    },
 }
 
 /// Start-up arguments of a node agent.
@@ -43,7 +50,7 @@ struct Placed {
     sink: EventSink,
     actor: ActorRef<PlantMsg>,
     /// The plant's connectors, stopped when this entry goes (replaced, down, stopped).
-    _feeds: Option<Running>,
+    feeds: Option<Running>,
 }
 
 /// Node agent state.
@@ -111,7 +118,7 @@ impl Actor for NodeAgent {
                                 epoch,
                                 sink,
                                 actor: actor.clone(),
-                                _feeds: running,
+                                feeds: running,
                             },
                         );
                         Ok(actor)
@@ -119,6 +126,15 @@ impl Actor for NodeAgent {
                     Err(e) => Err(e.to_string()),
                 };
                 let _ = reply.send(answer);
+            }
+            NodeMsg::SetFeeds { plant, feeds } => {
+                if let (Some(p), Some(host)) = (st.plants.get_mut(&plant), &st.args.feeds) {
+                    // The old connectors go first: stopping them forgets the plant's health,
+                    // which the new ones then register afresh.
+                    p.feeds = None;
+                    p.feeds = Some(host.start(&plant, &feeds));
+                    tracing::info!(%plant, disabled = ?feeds.disabled, "plant data connectors restarted");
+                }
             }
             NodeMsg::Running(reply) => {
                 let mut running: Vec<(String, u64)> = st

@@ -11,6 +11,7 @@ use crate::wire::{assignment_to_frame, frame_to_event};
 use crate::{BoxFuture, MeshError, NodeLink, PlantLink};
 use heatmesh_agents::fault::Fault;
 use heatmesh_agents::{Assignment, EventSink, PlantSpec};
+use heatmesh_ingest::PlantFeeds;
 use heatmesh_proto::v1 as pb;
 use pb::node_frame::Frame as Up;
 use std::collections::HashMap;
@@ -226,6 +227,17 @@ impl NodeLink for RemoteNode {
             kind: kind.into(),
             panic_next: fault.panic_next,
             delay_ms: fault.delay.as_millis() as u32,
+        }))
+    }
+
+    fn set_feeds(&self, plant: &str, feeds: &PlantFeeds) -> Result<(), MeshError> {
+        let feeds_json = serde_json::to_string(feeds).map_err(|e| MeshError::NodeUnavailable {
+            node: self.0.id.clone(),
+            reason: format!("encoding feeds: {e}"),
+        })?;
+        self.send(pb::master_frame::Frame::SetFeeds(pb::SetFeeds {
+            plant_id: plant.into(),
+            feeds_json,
         }))
     }
 

@@ -232,6 +232,7 @@ pub fn feed_to_proto(
         errors: h.errors,
         node: node.into(),
         reported: Some(ts(reported_us)),
+        switch: None,
     }
 }
 
@@ -243,6 +244,7 @@ pub fn feed_from_proto(f: pb::MeterFeed) -> (i64, heatmesh_connect::feeds::Meter
         "ok" => FeedState::Ok,
         "stale" => FeedState::Stale,
         "down" => FeedState::Down,
+        "disabled" => FeedState::Disabled,
         _ => FeedState::Waiting,
     };
     let reported = f.reported.as_ref().map_or(0, micros);
@@ -259,6 +261,7 @@ pub fn feed_from_proto(f: pb::MeterFeed) -> (i64, heatmesh_connect::feeds::Meter
         stale_after: 0,
         timestamped: false,
         changed_us: None,
+        disabled: state == FeedState::Disabled,
     };
     (reported, h)
 }

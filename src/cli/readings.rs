@@ -412,17 +412,105 @@ pub async fn meters(addr: &str, a: MetersArgs) -> anyhow::Result<()> {
 
 /// Arguments of `heatmesh feeds`.
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct FeedsArgs {
     /// Only this plant's meters.
     #[arg(long)]
     plant: Option<String>,
     #[command(flatten)]
     out: JsonFlag,
+    #[command(subcommand)]
+    action: Option<FeedAction>,
+}
+
+/// `heatmesh feeds disable|enable`.
+#[derive(clap::Subcommand)]
+enum FeedAction {
+    /// Stop reading a failing meter (journaled; stays off across restarts and moves).
+    Disable(SwitchArgs),
+    /// Read a disabled meter again.
+    Enable(SwitchArgs),
+}
+
+#[derive(clap::Args)]
+struct SwitchArgs {
+    /// The meter: METER, or PLANT/METER (METER alone when its id is unique in the fleet).
+    meter: String,
+    /// Its plant (instead of PLANT/METER).
+    #[arg(long)]
+    plant: Option<String>,
+    /// Why (journaled; required to disable).
+    #[arg(long, default_value = "")]
+    reason: String,
+}
+
+/// `heatmesh feeds disable|enable`: switches one meter's connector and says what was
+/// journaled.
+async fn switch(addr: &str, enabled: bool, a: SwitchArgs) -> anyhow::Result<()> {
+    let ch = connect(addr).await?;
+    let (plant, meter) = match (a.plant, a.meter.split_once('/')) {
+        (Some(p), None) => (p, a.meter.clone()),
+        (None, Some((p, m))) => (p.to_string(), m.to_string()),
+        (Some(_), Some(_)) => bail!("give the plant once: --plant P METER, or PLANT/METER"),
+        (None, None) => {
+            let meters = ReadingServiceClient::new(ch.clone())
+                .list_meters(pb::ListMetersRequest::default())
+                .await
+                .map_err(rpc_err)?
+                .into_inner()
+                .meters;
+            let plants: Vec<String> = meters
+                .into_iter()
+                .filter(|m| m.id == a.meter)
+                .map(|m| m.plant_id)
+                .collect();
+            match plants.as_slice() {
+                [p] => (p.clone(), a.meter.clone()),
+                [] => bail!(
+                    "no plant has a meter {:?} (heatmesh meters lists them)",
+                    a.meter
+                ),
+                _ => bail!(
+                    "meter {:?} is in several plants ({}); give --plant or PLANT/METER",
+                    a.meter,
+                    plants.join(", ")
+                ),
+            }
+        }
+    };
+    let s = ReadingServiceClient::new(ch)
+        .set_feed_enabled(pb::SetFeedEnabledRequest {
+            plant_id: plant,
+            meter,
+            enabled,
+            reason: a.reason,
+        })
+        .await
+        .map_err(rpc_err)?
+        .into_inner();
+    println!(
+        "{}/{}: {} at {}{}",
+        s.plant_id,
+        s.meter,
+        if s.enabled { "enabled" } else { "disabled" },
+        format_us(micros(&s.at)),
+        if s.reason.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", s.reason)
+        }
+    );
+    Ok(())
 }
 
 /// `heatmesh feeds`: each connector-read meter's state, last value and age, errors and
 /// their cause, and the node reading it.
 pub async fn feeds(addr: &str, a: FeedsArgs) -> anyhow::Result<()> {
+    match a.action {
+        Some(FeedAction::Disable(s)) => return switch(addr, false, s).await,
+        Some(FeedAction::Enable(s)) => return switch(addr, true, s).await,
+        None => {}
+    }
     let mut client = ReadingServiceClient::new(connect(addr).await?);
     let fs = client
         .list_feeds(pb::ListFeedsRequest {
@@ -447,6 +535,10 @@ pub async fn feeds(addr: &str, a: FeedsArgs) -> anyhow::Result<()> {
                     "last_time": f.last_time.as_ref().map(|_| format_us(micros(&f.last_time))),
                     "age_seconds": age(&f.last_time), "errors": f.errors,
                     "last_error": Some(&f.last_error).filter(|e| !e.is_empty()),
+                    "switch": f.switch.as_ref().map(|s| json!({
+                        "enabled": s.enabled, "reason": s.reason,
+                        "at": format_us(micros(&s.at)),
+                    })),
                 })
             })
             .collect();
@@ -483,7 +575,12 @@ pub async fn feeds(addr: &str, a: FeedsArgs) -> anyhow::Result<()> {
             },
             age(&f.last_time).map_or("-".into(), |s| format!("{s:.1} s")),
             f.errors.to_string(),
-            f.last_error.clone(),
+            match &f.switch {
+                Some(s) if f.state == "disabled" => {
+                    format!("disabled at {}: {}", format_us(micros(&s.at)), s.reason)
+                }
+                _ => f.last_error.clone(),
+            },
             f.node.clone(),
         ]);
     }

@@ -38,17 +38,27 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     c
 }
 
-/// Starts a mesh (optionally with dispatch held) and waits until its plants are placed.
+/// Starts a mesh (optionally with dispatch held) and waits until its plants are placed. A
+/// ledger still closing after an earlier mesh in this process shut down (its threads drain,
+/// then release the directory's lock) is waited for, up to 10 s.
 pub async fn start_with(cfg: Config, dir: tempfile::TempDir, paused: bool) -> Harness {
-    let mesh = server::start(
-        cfg,
-        StartOptions {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mesh = loop {
+        let opts = StartOptions {
             paused,
             ..Default::default()
-        },
-    )
-    .await
-    .expect("mesh starts");
+        };
+        match server::start(cfg.clone(), opts).await {
+            Ok(m) => break m,
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("mesh starts: {e}"),
+        }
+    };
     assert!(
         mesh.wait_ready(Duration::from_secs(10)).await,
         "plants placed"

@@ -1,17 +1,20 @@
 //! ReadingService: readings in (IngestReadings), out (QueryReadings), and the meters they
-//! belong to (ListMeters). Conversion and validation of the wire form happen here; the rules
+//! belong to (ListMeters), their feeds (ListFeeds, SetFeedEnabled). Conversion and validation of the wire form happen here; the rules
 //! on readings themselves are [`crate::readings`]'s.
 
 use super::convert::ts;
 use crate::config::Config;
 use crate::feeds::FeedBoard;
+use crate::ledger::{FeedSwitch, Ledger};
 use crate::readings::{IngestError, Outcome, Readings};
+use crate::scheduler::MasterMsg;
 use crate::task::now_us;
 use heatmesh_ingest::meter::SourceSpec;
 use heatmesh_ingest::reading::Stored;
-use heatmesh_mesh::wire::{micros, quality_to_proto};
+use heatmesh_mesh::wire::{micros, quality_to_proto, timestamp};
 use heatmesh_proto::v1 as pb;
 use pb::reading_service_server::ReadingService;
+use ractor::ActorRef;
 use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -27,16 +30,41 @@ pub struct ReadingApi {
     readings: Readings,
     feeds: FeedBoard,
     config: Arc<Config>,
+    /// The journal of feed switches (read side).
+    ledger: Ledger,
+    /// Where feed switches are made.
+    master: ActorRef<MasterMsg>,
 }
 
 impl ReadingApi {
     /// The service over this readings path and feed board.
-    pub fn new(readings: Readings, feeds: FeedBoard, config: Arc<Config>) -> ReadingApi {
+    pub fn new(
+        readings: Readings,
+        feeds: FeedBoard,
+        config: Arc<Config>,
+        ledger: Ledger,
+        master: ActorRef<MasterMsg>,
+    ) -> ReadingApi {
         ReadingApi {
             readings,
             feeds,
             config,
+            ledger,
+            master,
         }
+    }
+}
+
+/// Longest reason kept with a feed switch.
+const MAX_REASON: usize = 500;
+
+fn switch_to_proto(plant: &str, meter: &str, s: &FeedSwitch) -> pb::FeedSwitch {
+    pb::FeedSwitch {
+        plant_id: plant.into(),
+        meter: meter.into(),
+        enabled: s.enabled,
+        reason: s.reason.clone(),
+        at: Some(timestamp(s.at_us)),
     }
 }
 
@@ -193,13 +221,96 @@ impl ReadingService for ReadingApi {
         request: Request<pb::ListFeedsRequest>,
     ) -> Result<Response<pb::ListFeedsResponse>, Status> {
         let want = request.into_inner().plant_id;
-        let feeds = self
+        let only = self.plant_filter(&want)?;
+        let mut feeds: Vec<pb::MeterFeed> = self
             .feeds
-            .list(self.plant_filter(&want)?, now_us() as i64)
+            .list(only, now_us() as i64)
             .into_iter()
             .map(feed_to_proto)
             .collect();
+        // The journal has the last word on switches: a meter disabled shows so even before
+        // (or without) its node's next report.
+        let switches = self
+            .ledger
+            .feed_switches()
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        for (plant, meter, s) in switches {
+            if only.is_some_and(|p| p != plant) {
+                continue;
+            }
+            let sw = switch_to_proto(&plant, &meter, &s);
+            match feeds
+                .iter_mut()
+                .find(|f| f.plant_id == plant && f.meter == meter)
+            {
+                Some(f) => {
+                    if !s.enabled {
+                        f.state = "disabled".into();
+                    }
+                    f.switch = Some(sw);
+                }
+                None if !s.enabled => {
+                    let source = self
+                        .config
+                        .plants
+                        .iter()
+                        .find(|p| p.id == plant)
+                        .and_then(|p| p.feeds.meter(&meter))
+                        .and_then(|m| m.source.clone())
+                        .unwrap_or_default();
+                    feeds.push(pb::MeterFeed {
+                        plant_id: plant,
+                        meter,
+                        source,
+                        state: "disabled".into(),
+                        switch: Some(sw),
+                        ..Default::default()
+                    });
+                }
+                None => {}
+            }
+        }
+        feeds.sort_by(|a, b| (&a.plant_id, &a.meter).cmp(&(&b.plant_id, &b.meter)));
         Ok(Response::new(pb::ListFeedsResponse { feeds }))
+    }
+
+    async fn set_feed_enabled(
+        &self,
+        request: Request<pb::SetFeedEnabledRequest>,
+    ) -> Result<Response<pb::FeedSwitch>, Status> {
+        let r = request.into_inner();
+        if r.plant_id.is_empty() {
+            return Err(Status::invalid_argument("plant_id: required"));
+        }
+        if r.meter.is_empty() {
+            return Err(Status::invalid_argument("meter: required"));
+        }
+        let reason = r.reason.trim().to_string();
+        if !r.enabled && reason.is_empty() {
+            return Err(Status::invalid_argument(
+                "reason: required to disable a meter (it is journaled for whoever finds it off)",
+            ));
+        }
+        if reason.len() > MAX_REASON || reason.chars().any(char::is_control) {
+            return Err(Status::invalid_argument(format!(
+                "reason: at most {MAX_REASON} bytes of printable text"
+            )));
+        }
+        let switch = FeedSwitch {
+            enabled: r.enabled,
+            reason,
+            at_us: now_us() as i64,
+        };
+        let (plant, meter) = (r.plant_id, r.meter);
+        let answer = ractor::call!(self.master, |reply| MasterMsg::SetFeed {
+            plant: plant.clone(),
+            meter: meter.clone(),
+            switch,
+            reply,
+        })
+        .map_err(|e| Status::unavailable(format!("master: {e}")))?
+        .map_err(Status::from)?;
+        Ok(Response::new(switch_to_proto(&plant, &meter, &answer)))
     }
 
     async fn list_meters(

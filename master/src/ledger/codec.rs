@@ -64,12 +64,36 @@ pub fn reading_key(plant: &str, meter: &str, time_us: i64) -> Vec<u8> {
 
 /// The key prefix shared by one meter's readings.
 pub fn reading_prefix(plant: &str, meter: &str) -> Vec<u8> {
+    meter_key(b'R', plant, meter)
+}
+
+/// A meter's key under `tag`: tag + plant length (u16) + plant + meter length (u8) + meter.
+pub fn meter_key(tag: u8, plant: &str, meter: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(4 + plant.len() + meter.len() + 8);
-    k.push(b'R');
+    k.push(tag);
     k.extend_from_slice(&(plant.len().min(u16::MAX as usize) as u16).to_be_bytes());
     k.extend_from_slice(plant.as_bytes());
     k.push(meter.len().min(u8::MAX as usize) as u8);
     k.extend_from_slice(meter.as_bytes());
+    k
+}
+
+/// The plant and meter of a key made by [`meter_key`] (after its tag).
+pub fn meter_of(k: &[u8]) -> Option<(String, String)> {
+    let n = u16::from_be_bytes(k.get(1..3)?.try_into().ok()?) as usize;
+    let plant = k.get(3..3 + n)?;
+    let m = *k.get(3 + n)? as usize;
+    let meter = k.get(4 + n..4 + n + m)?;
+    Some((
+        String::from_utf8_lossy(plant).into_owned(),
+        String::from_utf8_lossy(meter).into_owned(),
+    ))
+}
+
+/// Feed switch history key: `H` + meter + time (u64 big-endian, microseconds).
+pub fn feed_history_key(plant: &str, meter: &str, at_us: i64) -> Vec<u8> {
+    let mut k = meter_key(b'H', plant, meter);
+    k.extend_from_slice(&(at_us.max(0) as u64).to_be_bytes());
     k
 }
 
@@ -136,6 +160,16 @@ pub fn encode(op: &Op, out: &mut Vec<u8>) {
             put(out, &placement_key(plant), &value(&(node, epoch)))
         }
         Op::NodeEpoch { node, epoch } => put(out, &node_epoch_key(node), &epoch.to_be_bytes()),
+        Op::FeedSwitch {
+            plant,
+            meter,
+            switch,
+        } => {
+            // The current state, and the change kept in the meter's history.
+            let v = value(switch);
+            put(out, &meter_key(b'F', plant, meter), &v);
+            put(out, &feed_history_key(plant, meter, switch.at_us), &v);
+        }
         Op::Reading {
             plant,
             reading,

@@ -97,6 +97,15 @@ pub enum Op {
         /// Epoch.
         epoch: u64,
     },
+    /// An operator disabled or enabled a meter's connector (`heatmesh feeds disable|enable`).
+    FeedSwitch {
+        /// Plant id.
+        plant: String,
+        /// Meter id.
+        meter: String,
+        /// What was switched, when and why.
+        switch: FeedSwitch,
+    },
     /// Record a reading the ledger does not hold yet (the caller deduplicates).
     Reading {
         /// Plant id.
@@ -106,6 +115,17 @@ pub enum Op {
         /// What is kept.
         stored: heatmesh_ingest::reading::Stored,
     },
+}
+
+/// An operator's switch of one meter's connector, as the ledger keeps it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FeedSwitch {
+    /// False: disabled (not read); true: enabled again.
+    pub enabled: bool,
+    /// Why, as the operator said.
+    pub reason: String,
+    /// When, Unix microseconds.
+    pub at_us: i64,
 }
 
 /// Called once a commit is durable, or applied (or once it failed).
@@ -770,6 +790,37 @@ impl Ledger {
             let s = codec::decode(&k, &v).map_err(LedgerError::Corrupt)?;
             Ok((t, s))
         })
+    }
+
+    /// Every meter's latest feed switch: (plant, meter, switch).
+    pub fn feed_switches(&self) -> Result<Vec<(String, String, FeedSwitch)>, LedgerError> {
+        self.meter_records(vec![b'F'])
+    }
+
+    /// One meter's feed switches, oldest first.
+    pub fn feed_history(&self, plant: &str, meter: &str) -> Result<Vec<FeedSwitch>, LedgerError> {
+        Ok(self
+            .meter_records(codec::meter_key(b'H', plant, meter))?
+            .into_iter()
+            .map(|(_, _, s)| s)
+            .collect())
+    }
+
+    fn meter_records<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: Vec<u8>,
+    ) -> Result<Vec<(String, String, T)>, LedgerError> {
+        self.state
+            .scan_prefix(prefix)
+            .map(|kv| {
+                let (k, v) = kv?;
+                let (plant, meter) = codec::meter_of(&k).ok_or_else(|| {
+                    LedgerError::Corrupt(format!("bad key {}", codec::show_key(&k)))
+                })?;
+                let s = codec::decode(&k, &v).map_err(LedgerError::Corrupt)?;
+                Ok((plant, meter, s))
+            })
+            .collect()
     }
 
     /// Flushes sled synchronously (used at shutdown, so the next open replays nothing).
