@@ -94,6 +94,11 @@ enum Command {
 }
 
 fn init_logging(format: LogFormat, filter: Option<&str>, default: &str) {
+    // The OPC UA stack narrates every session at info (and its simulator warns that it trusts
+    // any client); the connectors report what matters under heatmesh's own targets.
+    let default =
+        format!("{default},opcua_server=warn,opcua_client=error,opcua_core=warn,opcua_crypto=warn");
+    let default = default.as_str();
     let filter = tracing_subscriber::EnvFilter::try_new(filter.unwrap_or(default))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()

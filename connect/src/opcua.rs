@@ -364,7 +364,10 @@ fn client(
         .application_uri(CLIENT_APPLICATION_URI)
         .product_uri(CLIENT_APPLICATION_URI)
         .pki_dir(pki)
-        .create_sample_keypair(false)
+        // Without security the certificate is unused, but the stack looks for one at every
+        // session and logs an error when it is missing: a self-signed one is made once and
+        // kept in the PKI folder.
+        .create_sample_keypair(s.security_policy == SecurityPolicy::None)
         // A server's certificate is taken on first contact and kept in the PKI folder; the
         // channel is still signed and encrypted with it.
         .trust_server_certs(true)
@@ -584,10 +587,12 @@ impl Device {
             }
         }
         let subscriptions = handle.subscriptions().clone();
+        // What the model has sampled is there before the first client can read it.
+        let mut published: HashMap<heatmesh_ingest::meter::NodeId, i64> = HashMap::new();
+        publish(&values, &mut published, &manager, &subscriptions);
         let task = tokio::spawn(async move {
             let run = server.run_with(listener);
             tokio::pin!(run);
-            let mut published: HashMap<heatmesh_ingest::meter::NodeId, i64> = HashMap::new();
             let mut tick = tokio::time::interval(Duration::from_millis(50));
             loop {
                 tokio::select! {
@@ -597,26 +602,7 @@ impl Device {
                         }
                         return;
                     }
-                    _ = tick.tick() => {
-                        let mut changed: Vec<(NodeId, DataValue)> = Vec::new();
-                        {
-                            let v = values.lock().unwrap_or_else(|e| e.into_inner());
-                            for (n, x) in v.iter() {
-                                if published.insert(n.clone(), x.time_us) != Some(x.time_us) {
-                                    let at = DateTime::from(chrono_time(x.time_us));
-                                    let status = StatusCode::from(x.status);
-                                    let dv = DataValue::new_at_status(x.value, at, status);
-                                    changed.push((node_id(n), dv));
-                                }
-                            }
-                        }
-                        if !changed.is_empty() {
-                            let _ = manager.set_values(
-                                &subscriptions,
-                                changed.iter().map(|(n, v)| (n, None, v.clone())),
-                            );
-                        }
-                    }
+                    _ = tick.tick() => publish(&values, &mut published, &manager, &subscriptions),
                 }
             }
         });
@@ -634,6 +620,33 @@ impl Device {
         {
             task.abort();
         }
+    }
+}
+
+/// Sets every variable whose sample time moved since `published` (a sample at time 0 is not
+/// taken yet), notifying subscriptions.
+fn publish(
+    values: &Values,
+    published: &mut HashMap<heatmesh_ingest::meter::NodeId, i64>,
+    manager: &opcua::server::node_manager::memory::SimpleNodeManager,
+    subscriptions: &opcua::server::SubscriptionCache,
+) {
+    let mut changed: Vec<(NodeId, DataValue)> = Vec::new();
+    {
+        let v = values.lock().unwrap_or_else(|e| e.into_inner());
+        for (n, x) in v.iter() {
+            if x.time_us != 0 && published.insert(n.clone(), x.time_us) != Some(x.time_us) {
+                let at = DateTime::from(chrono_time(x.time_us));
+                let dv = DataValue::new_at_status(x.value, at, StatusCode::from(x.status));
+                changed.push((node_id(n), dv));
+            }
+        }
+    }
+    if !changed.is_empty() {
+        let _ = manager.set_values(
+            subscriptions,
+            changed.iter().map(|(n, v)| (n, None, v.clone())),
+        );
     }
 }
 

@@ -193,11 +193,21 @@ async fn a_stopped_server_is_down_within_two_intervals_and_recovers_by_itself() 
     let (host, buffer) = rig.host();
     let _running = host.start("Plant-X", &feeds(rig.port, "subscribe", ""));
     let clock = heatmesh_connect::now_us;
-    set(&rig.values, "ns=2;s=Plant-X.heat", 1.0, clock(), 0);
+    // A live server stamps a new heat sample every interval; the temperature is set once.
+    let ticker = {
+        let values = rig.values.clone();
+        tokio::spawn(async move {
+            for i in 0.. {
+                set(&values, "ns=2;s=Plant-X.heat", 10.0 + i as f64, clock(), 0);
+                tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
+            }
+        })
+    };
     set(&rig.values, "ns=2;i=7", 2.0, clock(), 0);
     wait_for("ok", || state(&host.health, "heat") == FeedState::Ok).await;
-    let stopped = tokio::time::Instant::now();
+    // Stopped: every session closed, the port released.
     rig.device.take().unwrap().stop().await;
+    let stopped = tokio::time::Instant::now();
     wait_for("down", || state(&host.health, "heat") == FeedState::Down).await;
     assert!(
         stopped.elapsed() < Duration::from_millis(2 * POLL_MS),
@@ -217,7 +227,7 @@ async fn a_stopped_server_is_down_within_two_intervals_and_recovers_by_itself() 
         "the cause is named: {:?}",
         m.last_error
     );
-    // The server comes back on the same port.
+    // The server comes back on the same port; the connector's new session subscribes again.
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", rig.port))
         .await
         .unwrap();
@@ -230,16 +240,6 @@ async fn a_stopped_server_is_down_within_two_intervals_and_recovers_by_itself() 
     .await
     .unwrap();
     let before = held(&buffer).len();
-    // A live server stamps new samples; the connector's new session subscribes again.
-    let ticker = {
-        let values = rig.values.clone();
-        tokio::spawn(async move {
-            for i in 0.. {
-                set(&values, "ns=2;s=Plant-X.heat", 10.0 + i as f64, clock(), 0);
-                tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
-            }
-        })
-    };
     wait_for("ok again", || state(&host.health, "heat") == FeedState::Ok).await;
     wait_for("new readings", || held(&buffer).len() > before + 2).await;
     // The server keeps serving the temperature with its old time: no new sample, so it goes
@@ -248,7 +248,10 @@ async fn a_stopped_server_is_down_within_two_intervals_and_recovers_by_itself() 
         state(&host.health, "temp") == FeedState::Stale
     })
     .await;
-    assert_eq!(state(&host.health, "heat"), FeedState::Ok);
+    wait_for("heat ok meanwhile", || {
+        state(&host.health, "heat") == FeedState::Ok
+    })
+    .await;
     ticker.abort();
 }
 

@@ -306,6 +306,7 @@ impl Simulator {
         })?;
         let nodes = opcua_nodes(plants);
         let mut sources_of = BTreeMap::new();
+        let mut unstarted = Vec::new();
         let mut sources: BTreeMap<String, Source> = BTreeMap::new();
         let mut meters = Vec::new();
         let mut demand = BTreeMap::new();
@@ -339,12 +340,10 @@ impl Simulator {
                         source,
                     })?;
                     let host = host_of(bind_address(src));
+                    // Servers start once the model has written its first values, so no
+                    // client reads an empty register or an unsampled variable.
                     let server = match src {
-                        SourceSpec::Modbus(_) => {
-                            let regs = Registers::default();
-                            let task = tokio::spawn(serve_quietly(listener, regs.clone()));
-                            Server::Modbus(regs, Some(task))
-                        }
+                        SourceSpec::Modbus(_) => Server::Modbus(Registers::default(), None),
                         SourceSpec::Opcua(_) => {
                             let values = Values::default();
                             values.lock().unwrap_or_else(|e| e.into_inner()).extend(
@@ -354,15 +353,10 @@ impl Simulator {
                                     .flatten()
                                     .map(|n| (n.clone(), Sample::default())),
                             );
-                            let device = Device::start(listener, &host, values.clone(), pki.path())
-                                .await
-                                .map_err(|source| SimError::Opcua {
-                                    endpoint: endpoint.clone(),
-                                    source,
-                                })?;
-                            Server::Opcua(values, Some(device))
+                            Server::Opcua(values, None)
                         }
                     };
+                    unstarted.push((endpoint.clone(), listener));
                     sources.insert(endpoint.clone(), Source { server, addr, host });
                 }
                 for meter in served {
@@ -403,6 +397,25 @@ impl Simulator {
             meters,
         };
         model.step(0.0);
+        for (endpoint, listener) in unstarted {
+            let src = sources
+                .get_mut(&endpoint)
+                .expect("inserted with its listener");
+            match &mut src.server {
+                Server::Modbus(regs, task) => {
+                    *task = Some(tokio::spawn(serve_quietly(listener, regs.clone())));
+                }
+                Server::Opcua(values, device) => {
+                    let d = Device::start(listener, &src.host, values.clone(), pki.path())
+                        .await
+                        .map_err(|source| SimError::Opcua {
+                            endpoint: endpoint.clone(),
+                            source,
+                        })?;
+                    *device = Some(d);
+                }
+            }
+        }
         let model = Arc::new(Mutex::new(model));
         let ticker = tokio::spawn({
             let model = model.clone();
