@@ -210,7 +210,7 @@ impl Readings {
             received: readings.len() as u64,
             ..Outcome::default()
         };
-        let mut ops = Vec::with_capacity(readings.len());
+        let mut ops = Vec::new();
         let mut keys = Vec::with_capacity(readings.len());
         {
             let mut known = self.inner.known.lock().unwrap_or_else(|e| e.into_inner());
@@ -224,18 +224,41 @@ impl Readings {
                     .unwrap_or(i64::MIN)
             };
             // First every ledger lookup, changing nothing, so a storage error leaves no
-            // reading marked as pending that was never submitted.
-            let mut in_ledger = HashMap::new();
-            for (i, r) in readings.iter().enumerate() {
+            // reading marked as pending that was never submitted. Only readings not newer than
+            // their meter's latest can be held already; each (meter, bucket) they fall in is
+            // read once.
+            let mut held_in: HashMap<(&str, i64), HashMap<i64, u64>> = HashMap::new();
+            for r in readings.iter() {
                 if r.time_us <= latest_of(known, &r.meter) {
-                    let key = codec::reading_key(plant, &r.meter, r.time_us);
-                    if !known.pending.contains_key(&key)
-                        && let Some(s) = self.inner.ledger.reading(plant, &r.meter, r.time_us)?
+                    let bucket = codec::bucket_start(r.time_us);
+                    if let std::collections::hash_map::Entry::Vacant(e) =
+                        held_in.entry((r.meter.as_str(), bucket))
                     {
-                        in_ledger.insert(i, s.raw.to_bits());
+                        let mut held = HashMap::new();
+                        for x in self.inner.ledger.readings(
+                            plant,
+                            &r.meter,
+                            bucket,
+                            bucket + codec::BUCKET_US,
+                        ) {
+                            let (t, s) = x?;
+                            held.insert(t, s.raw.to_bits());
+                        }
+                        e.insert(held);
                     }
                 }
             }
+            let mut in_ledger = HashMap::new();
+            for (i, r) in readings.iter().enumerate() {
+                if let Some(&bits) = held_in
+                    .get(&(r.meter.as_str(), codec::bucket_start(r.time_us)))
+                    .and_then(|h| h.get(&r.time_us))
+                {
+                    in_ledger.insert(i, bits);
+                }
+            }
+            drop(held_in);
+            let mut blocks: HashMap<(String, i64), Vec<(i64, Stored)>> = HashMap::new();
             for (i, r) in readings.into_iter().enumerate() {
                 let key = codec::reading_key(plant, &r.meter, r.time_us);
                 let latest = known
@@ -276,13 +299,20 @@ impl Readings {
                             flags,
                             received_us: now_us,
                         };
-                        ops.push(Op::Reading {
-                            plant: p.id.clone(),
-                            reading: r,
-                            stored,
-                        });
+                        blocks
+                            .entry((r.meter, codec::bucket_start(r.time_us)))
+                            .or_default()
+                            .push((r.time_us, stored));
                     }
                 }
+            }
+            for ((meter, _), mut block) in blocks {
+                block.sort_by_key(|(t, _)| *t);
+                ops.push(Op::Readings {
+                    plant: p.id.clone(),
+                    meter,
+                    block,
+                });
             }
         }
         let (tx, rx) = tokio::sync::oneshot::channel();

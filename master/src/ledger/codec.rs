@@ -18,8 +18,21 @@ const INSERT: u8 = 1;
 pub const APPLIED_KEY: &[u8] = b"~applied";
 /// Key of the state format marker.
 pub const FORMAT_KEY: &[u8] = b"~format";
-/// The state format this code writes and reads.
-pub const FORMAT: u64 = 2;
+/// The state format this code writes and reads (3: readings stored as blocks).
+pub const FORMAT: u64 = 3;
+
+/// Readings are stored in blocks: one key holds one ingest batch's readings of one meter
+/// within one hour of source time (an hour-aligned bucket), keyed by the block's first source
+/// time. A block never spans two buckets, so the readings of a window are all in the blocks
+/// whose keys lie between the start of the window's first bucket and its end. One key per
+/// meter per batch, instead of one per reading, is what lets the state store keep up with
+/// 100,000 readings a second.
+pub const BUCKET_US: i64 = 3_600_000_000;
+
+/// The start of the bucket `t` falls in.
+pub fn bucket_start(t: i64) -> i64 {
+    t.max(0) - t.max(0) % BUCKET_US
+}
 
 /// Big-endian id, so keys sort by id.
 pub fn id_key(tag: u8, id: u64) -> [u8; 9] {
@@ -54,8 +67,9 @@ pub fn placement_key(plant: &str) -> Vec<u8> {
     prefixed(b'P', plant.as_bytes())
 }
 
-/// Reading key: `R` + plant length (u16) + plant + meter length (u8) + meter + source
-/// timestamp (u64 big-endian, microseconds), so one meter's readings sort by time.
+/// Reading block key: `R` + plant length (u16) + plant + meter length (u8) + meter + the
+/// block's first source timestamp (u64 big-endian, microseconds), so one meter's blocks sort
+/// by time. Also the identity of one reading (meter, source time) in memory.
 pub fn reading_key(plant: &str, meter: &str, time_us: i64) -> Vec<u8> {
     let mut k = reading_prefix(plant, meter);
     k.extend_from_slice(&(time_us.max(0) as u64).to_be_bytes());
@@ -170,15 +184,14 @@ pub fn encode(op: &Op, out: &mut Vec<u8>) {
             put(out, &meter_key(b'F', plant, meter), &v);
             put(out, &feed_history_key(plant, meter, switch.at_us), &v);
         }
-        Op::Reading {
+        Op::Readings {
             plant,
-            reading,
-            stored,
-        } => put(
-            out,
-            &reading_key(plant, &reading.meter, reading.time_us),
-            &value(stored),
-        ),
+            meter,
+            block,
+        } => {
+            let first = block.first().map_or(0, |(t, _)| *t);
+            put(out, &reading_key(plant, meter, first), &value(block))
+        }
     }
 }
 

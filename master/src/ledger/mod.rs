@@ -106,14 +106,16 @@ pub enum Op {
         /// What was switched, when and why.
         switch: FeedSwitch,
     },
-    /// Record a reading the ledger does not hold yet (the caller deduplicates).
-    Reading {
+    /// Record readings of one meter the ledger does not hold yet (the caller deduplicates),
+    /// as one block: sorted by source time, non-empty, all within one bucket
+    /// ([`codec::BUCKET_US`]).
+    Readings {
         /// Plant id.
         plant: std::sync::Arc<str>,
-        /// Meter and source timestamp (the key); `reading.raw` is also in `stored`.
-        reading: heatmesh_ingest::Reading,
-        /// What is kept.
-        stored: heatmesh_ingest::reading::Stored,
+        /// Meter id.
+        meter: String,
+        /// (source time, what is kept), oldest first.
+        block: Vec<(i64, heatmesh_ingest::reading::Stored)>,
     },
 }
 
@@ -750,13 +752,11 @@ impl Ledger {
         meter: &str,
         time_us: i64,
     ) -> Result<Option<heatmesh_ingest::reading::Stored>, LedgerError> {
-        let k = codec::reading_key(plant, meter, time_us);
-        match self.state.get(&k)? {
-            Some(v) => codec::decode(&k, &v)
-                .map(Some)
-                .map_err(LedgerError::Corrupt),
-            None => Ok(None),
-        }
+        Ok(self
+            .readings(plant, meter, time_us, time_us.saturating_add(1))
+            .next()
+            .transpose()?
+            .map(|(_, s)| s))
     }
 
     /// The source time of a meter's latest reading, if it has any.
@@ -765,12 +765,22 @@ impl Ledger {
         plant: &str,
         meter: &str,
     ) -> Result<Option<i64>, LedgerError> {
-        Ok(self
+        let last = self
             .state
             .scan_prefix(codec::reading_prefix(plant, meter))
             .next_back()
             .transpose()?
-            .and_then(|(k, _)| codec::reading_time(&k)))
+            .and_then(|(k, _)| codec::reading_time(&k));
+        let Some(first) = last else {
+            return Ok(None);
+        };
+        // Blocks of the last bucket may overlap (a backfill): the latest is the greatest
+        // time among them.
+        let mut latest = None;
+        for r in self.readings(plant, meter, codec::bucket_start(first), i64::MAX) {
+            latest = latest.max(Some(r?.0));
+        }
+        Ok(latest)
     }
 
     /// One meter's readings with source timestamps in `[from_us, to_us)`, oldest first.
@@ -782,13 +792,40 @@ impl Ledger {
         to_us: i64,
     ) -> impl Iterator<Item = Result<(i64, heatmesh_ingest::reading::Stored), LedgerError>> + '_
     {
-        let lo = codec::reading_key(plant, meter, from_us);
+        type Block = Vec<(i64, heatmesh_ingest::reading::Stored)>;
+        let lo = codec::reading_key(plant, meter, codec::bucket_start(from_us));
         let hi = codec::reading_key(plant, meter, to_us.max(from_us));
-        self.state.range(lo..hi).map(|kv| {
-            let (k, v) = kv?;
-            let t = codec::reading_time(&k).unwrap_or(0);
-            let s = codec::decode(&k, &v).map_err(LedgerError::Corrupt)?;
-            Ok((t, s))
+        let mut blocks = self.state.range(lo..hi).peekable();
+        // Bucket by bucket: the blocks of one bucket may overlap in time, so they are merged
+        // and sorted before any of it is yielded; no block spans two buckets.
+        let mut ready = std::collections::VecDeque::new();
+        std::iter::from_fn(move || {
+            loop {
+                if let Some(r) = ready.pop_front() {
+                    return Some(Ok(r));
+                }
+                let (k, v) = match blocks.next()? {
+                    Ok(kv) => kv,
+                    Err(e) => return Some(Err(e.into())),
+                };
+                let bucket = codec::bucket_start(codec::reading_time(&k).unwrap_or(0));
+                let mut all: Block = match codec::decode(&k, &v) {
+                    Ok(b) => b,
+                    Err(e) => return Some(Err(LedgerError::Corrupt(e))),
+                };
+                while let Some(Ok((k2, _))) = blocks.peek() {
+                    if codec::bucket_start(codec::reading_time(k2).unwrap_or(0)) != bucket {
+                        break;
+                    }
+                    let (k2, v2) = blocks.next()?.ok()?;
+                    match codec::decode::<Block>(&k2, &v2) {
+                        Ok(b) => all.extend(b),
+                        Err(e) => return Some(Err(LedgerError::Corrupt(e))),
+                    }
+                }
+                all.sort_by_key(|(t, _)| *t);
+                ready.extend(all.into_iter().filter(|(t, _)| *t >= from_us && *t < to_us));
+            }
         })
     }
 
@@ -1058,5 +1095,68 @@ mod tests {
         let err = reopen(d.path(), opts).err().expect("refused").to_string();
         assert!(err.contains(&first.display().to_string()), "{err}");
         assert!(err.contains("checksum mismatch"), "{err}");
+    }
+
+    fn block(times: &[i64]) -> Vec<(i64, heatmesh_ingest::reading::Stored)> {
+        times
+            .iter()
+            .map(|&t| {
+                let s = heatmesh_ingest::reading::Stored {
+                    raw: t as f64,
+                    value: t as f64,
+                    quality: heatmesh_ingest::Quality::Good,
+                    status: 0,
+                    flags: 0,
+                    received_us: 0,
+                };
+                (t, s)
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn reading_blocks_read_back_in_time_order_across_buckets_and_overlaps() {
+        let d = tempfile::tempdir().unwrap();
+        let l = Ledger::open(d.path()).unwrap();
+        let h = codec::BUCKET_US;
+        let plant: std::sync::Arc<str> = std::sync::Arc::from("P");
+        let put = |times: &[i64]| Op::Readings {
+            plant: plant.clone(),
+            meter: "m".into(),
+            block: block(times),
+        };
+        // Two batches in the first hour, the second a backfill inside the first's span; one
+        // in the next hour; another meter's block, which must not show.
+        commit(
+            &l,
+            vec![
+                put(&[10, 50, 90]),
+                put(&[h + 5, h + 7]),
+                Op::Readings {
+                    plant: plant.clone(),
+                    meter: "other".into(),
+                    block: block(&[20]),
+                },
+            ],
+        )
+        .await
+        .unwrap();
+        commit(&l, vec![put(&[30, 70])]).await.unwrap();
+        let times = |from, to| -> Vec<i64> {
+            l.readings("P", "m", from, to)
+                .map(|r| r.unwrap().0)
+                .collect()
+        };
+        assert_eq!(times(0, i64::MAX), vec![10, 30, 50, 70, 90, h + 5, h + 7]);
+        assert_eq!(times(31, h + 6), vec![50, 70, 90, h + 5]);
+        assert_eq!(times(h, h + 1), Vec::<i64>::new());
+        assert_eq!(l.reading("P", "m", 70).unwrap().map(|s| s.raw), Some(70.0));
+        assert_eq!(l.reading("P", "m", 71).unwrap(), None);
+        assert_eq!(l.latest_reading_time("P", "m").unwrap(), Some(h + 7));
+        // A backfill into the last hour whose first time is later than the newest reading's
+        // block start does not hide the newest reading.
+        commit(&l, vec![put(&[h + 6])]).await.unwrap();
+        assert_eq!(l.latest_reading_time("P", "m").unwrap(), Some(h + 7));
+        assert_eq!(l.latest_reading_time("P", "none").unwrap(), None);
     }
 }
