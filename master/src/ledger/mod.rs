@@ -270,6 +270,9 @@ impl Ledger {
         let format = state.get(FORMAT_KEY)?.and_then(|v| codec::u64_value(&v));
         match format {
             Some(FORMAT) => {}
+            // Format 2 kept one reading per key; it is turned into blocks once the log is
+            // replayed (its unapplied records hold format-2 readings too).
+            Some(2) => {}
             Some(f) => {
                 return Err(damaged(format!(
                     "state format {f} is not the format {FORMAT} this heatmesh reads"
@@ -338,7 +341,11 @@ impl Ledger {
             )));
         }
         let replayed = last - applied_before;
-        if replayed > 0 {
+        if format == Some(2) {
+            migrate_readings_to_blocks(&state)?;
+            state.insert(FORMAT_KEY, &FORMAT.to_be_bytes())?;
+            db.flush()?;
+        } else if replayed > 0 {
             db.flush()?;
         }
         // Everything is in sled's durable state now: what a short-lived process left in the
@@ -867,6 +874,27 @@ impl Ledger {
     }
 }
 
+/// Format 2 to 3: each reading's value becomes a block of that one reading, under the same
+/// key (a block is keyed by its first source time).
+fn migrate_readings_to_blocks(state: &sled::Tree) -> Result<(), LedgerError> {
+    let mut batch = sled::Batch::default();
+    let mut n = 0u64;
+    for kv in state.scan_prefix([b'R']) {
+        let (k, v) = kv?;
+        let t = codec::reading_time(&k).unwrap_or(0);
+        let s: heatmesh_ingest::reading::Stored =
+            codec::decode(&k, &v).map_err(LedgerError::Corrupt)?;
+        batch.insert(k, codec::value(&vec![(t, s)]));
+        n += 1;
+    }
+    state.apply_batch(batch)?;
+    tracing::info!(
+        readings = n,
+        "ledger state format 2 -> 3: readings now stored in blocks"
+    );
+    Ok(())
+}
+
 fn decode_task(kv: sled::Result<(sled::IVec, sled::IVec)>) -> Result<TaskRecord, LedgerError> {
     let (k, v) = kv?;
     codec::task(&k, &v).map_err(LedgerError::Corrupt)
@@ -1158,5 +1186,32 @@ mod tests {
         commit(&l, vec![put(&[h + 6])]).await.unwrap();
         assert_eq!(l.latest_reading_time("P", "m").unwrap(), Some(h + 7));
         assert_eq!(l.latest_reading_time("P", "none").unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_format_2_ledger_opens_with_its_readings_as_blocks() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let l = Ledger::open(d.path()).unwrap();
+            // What format 2 wrote: one Stored per key.
+            let (t, s) = block(&[1_000]).remove(0);
+            l.state
+                .insert(codec::reading_key("P", "m", t), codec::value(&s))
+                .unwrap();
+            l.state.insert(FORMAT_KEY, &2u64.to_be_bytes()).unwrap();
+            l.flush().unwrap();
+        }
+        let l = reopen(d.path(), LedgerOptions::default()).unwrap();
+        let got: Vec<(i64, f64)> = l
+            .readings("P", "m", 0, i64::MAX)
+            .map(|r| r.map(|(t, s)| (t, s.raw)).unwrap())
+            .collect();
+        assert_eq!(got, vec![(1_000, 1_000.0)]);
+        let f = l
+            .state
+            .get(FORMAT_KEY)
+            .unwrap()
+            .and_then(|v| codec::u64_value(&v));
+        assert_eq!(f, Some(FORMAT));
     }
 }
