@@ -28,6 +28,8 @@ pub enum Cause {
     BadValue(String),
     /// This build has no connector for the source's protocol.
     Unsupported(String),
+    /// The node's reading buffer was full, so the connector stopped reading.
+    BufferFull,
 }
 
 impl Cause {
@@ -39,6 +41,7 @@ impl Cause {
             Cause::BadStatus(_) => "bad_status",
             Cause::BadValue(_) => "bad_value",
             Cause::Unsupported(_) => "unsupported",
+            Cause::BufferFull => "buffer_full",
         }
     }
 }
@@ -51,6 +54,7 @@ impl std::fmt::Display for Cause {
             Cause::BadStatus(m) => write!(f, "bad status: {m}"),
             Cause::BadValue(m) => write!(f, "bad value: {m}"),
             Cause::Unsupported(m) => write!(f, "unsupported: {m}"),
+            Cause::BufferFull => f.write_str("stopped while the node's reading buffer was full"),
         }
     }
 }
@@ -326,6 +330,17 @@ impl Store {
             tracing::warn!(plant = %batch.plant, "acquisition record in {}: {e}", dir.display());
         }
         Ok(())
+    }
+
+    /// Whether the buffer is full (a direct sink never is).
+    pub fn is_full(&self) -> bool {
+        match &self.sink {
+            Sink::Buffer(b) => {
+                let (used, limit) = b.fill();
+                used >= limit
+            }
+            Sink::Direct(_) => false,
+        }
     }
 
     /// Resolves once a full buffer has room again.

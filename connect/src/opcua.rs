@@ -140,7 +140,7 @@ impl Conn {
             Ok(Ok(s)) => s,
         };
         let (events, mut event_rx) = mpsc::unbounded_channel();
-        let _driver = AbortOnDrop(tokio::spawn(async move {
+        let driver = AbortOnDrop(tokio::spawn(async move {
             let stream = event_loop.enter();
             tokio::pin!(stream);
             let lost = loop {
@@ -187,6 +187,19 @@ impl Conn {
                     let mut batch = vec![first];
                     while let Ok(v) = value_rx.try_recv() {
                         batch.push(v);
+                    }
+                    if self.store.is_full() {
+                        // A subscription cannot be held from the client side: the session
+                        // ends, so the server stops sending; what arrived is kept and written
+                        // once there is room, and a new session starts after.
+                        drop(driver);
+                        tracing::error!(plant = %self.plant, source = %self.source.id, "the reading buffer is full; reading stops until the master confirms buffered readings");
+                        self.health.buffer_full(&self.plant, &self.source.id, true);
+                        self.health.source_down(&self.plant, &self.source.id, &self.meters, Cause::BufferFull);
+                        self.store.room().await;
+                        self.health.buffer_full(&self.plant, &self.source.id, false);
+                        self.take(batch).await;
+                        return Cause::BufferFull;
                     }
                     self.take(batch).await;
                 }
