@@ -1,5 +1,9 @@
 //! The Modbus connector against a real Modbus TCP server on loopback.
 
+mod common;
+
+use common::{state, wait_for};
+
 use heatmesh_connect::buffer::Buffer;
 use heatmesh_connect::feeds::{FeedHost, FeedState, Health, Sink, Store};
 use heatmesh_connect::modbus::{Registers, serve};
@@ -56,26 +60,6 @@ fn registers(f: &PlantFeeds, flow: f64, temp: f64) -> Registers {
     }
     drop(r);
     regs
-}
-
-async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !ok() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-fn state(h: &Health, meter: &str) -> FeedState {
-    let now = heatmesh_connect::now_us();
-    h.snapshot(now)
-        .into_iter()
-        .find(|m| m.meter == meter)
-        .map(|m| m.state)
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,6 +2,10 @@
 //! subscriptions and reads, source timestamps and status codes, an outage seen and recovered,
 //! a frozen node, a secured channel.
 
+mod common;
+
+use common::{state, wait_for};
+
 use heatmesh_connect::buffer::Buffer;
 use heatmesh_connect::feeds::{FeedHost, FeedState, Health, Sink, Store};
 use heatmesh_connect::opcua::{CLIENT_APPLICATION_URI, Device, Sample, Values};
@@ -59,25 +63,6 @@ fn set(values: &Values, n: &str, value: f64, time_us: i64, status: u32) {
             status,
         },
     );
-}
-
-async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while !ok() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-fn state(h: &Health, meter: &str) -> FeedState {
-    h.snapshot(heatmesh_connect::now_us())
-        .into_iter()
-        .find(|m| m.meter == meter)
-        .map(|m| m.state)
-        .unwrap()
 }
 
 fn held(buffer: &Buffer) -> Vec<Reading> {
