@@ -42,14 +42,8 @@ async fn count(ch: &Channel, plant: &str, meter: &str) -> usize {
 }
 
 async fn feed(ch: &Channel, plant: &str, meter: &str) -> pb::MeterFeed {
-    ReadingServiceClient::new(ch.clone())
-        .list_feeds(pb::ListFeedsRequest {
-            plant_id: plant.into(),
-        })
+    common::list_feeds(ch, plant)
         .await
-        .unwrap()
-        .into_inner()
-        .feeds
         .into_iter()
         .find(|f| f.meter == meter)
         .unwrap_or_else(|| panic!("no feed {plant}/{meter}"))

@@ -1,7 +1,9 @@
-//! Plant data through real node processes: the simulator's Modbus device, nodes polling it,
+//! Plant data through real node processes: the simulator's Modbus device and OPC UA server, nodes reading them,
 //! their durable buffers, the attach stream, the master's ledger. A node is killed with
 //! SIGKILL while its meters are read, its plant moves, the node comes back: every reading a
 //! node recorded as acquired is in the ledger, once, with its value.
+
+mod common;
 
 use heatmesh_master::config::{Config, SAMPLE_FLEET};
 use heatmesh_proto::v1 as pb;
@@ -260,17 +262,11 @@ async fn a_master_killed_while_nodes_ship_loses_no_reading() {
 
 /// ListFeeds for one plant: (meter, state, last error).
 async fn feeds(ch: &Channel, plant: &str) -> Vec<(String, String, String)> {
-    let mut c = ReadingServiceClient::new(ch.clone());
-    c.list_feeds(pb::ListFeedsRequest {
-        plant_id: plant.into(),
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .feeds
-    .into_iter()
-    .map(|f| (f.meter, f.state, f.last_error))
-    .collect()
+    common::list_feeds(ch, plant)
+        .await
+        .into_iter()
+        .map(|f| (f.meter, f.state, f.last_error))
+        .collect()
 }
 
 async fn wait_feeds(

@@ -184,3 +184,15 @@ pub fn heat_result(t: &pb::Task) -> pb::HeatBalanceResult {
         other => panic!("no GL-009 result in {t:?}: {other:?}"),
     }
 }
+
+/// Every connector-read meter's feed of `plant` (all plants when empty), as ListFeeds answers.
+pub async fn list_feeds(ch: &Channel, plant: &str) -> Vec<pb::MeterFeed> {
+    pb::reading_service_client::ReadingServiceClient::new(ch.clone())
+        .list_feeds(pb::ListFeedsRequest {
+            plant_id: plant.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .feeds
+}
