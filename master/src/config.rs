@@ -42,8 +42,14 @@ fn invalid(key: impl Into<String>, rule: impl Into<String>) -> ConfigError {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SchedulerConfig {
-    /// Failed attempts allowed per task before it fails (per-task override on submit).
+    /// Attempts per task that may end in failure (agent error, crash, lease expiry) before
+    /// it fails for good (per-task override on submit). Attempts cut short because the
+    /// plant or its node went away count against `max_orphaned` instead.
     pub max_attempts: u32,
+    /// Times a task may be orphaned (its plant or node lost while it ran there) and
+    /// re-queued; one more and it fails, its journal saying why. Counted while the master
+    /// runs: a restart re-queues everything and starts the count afresh.
+    pub max_orphaned: u32,
     /// First retry delay, ms; doubles per failure.
     pub retry_backoff_initial_ms: u64,
     /// Retry delay cap, ms.
@@ -62,6 +68,7 @@ impl Default for SchedulerConfig {
     fn default() -> Self {
         SchedulerConfig {
             max_attempts: 3,
+            max_orphaned: 10,
             retry_backoff_initial_ms: 100,
             retry_backoff_max_ms: 30_000,
             lease_ms: 30_000,

@@ -8,7 +8,7 @@ use crate::grpc::optimize::OptimizerApi;
 use crate::grpc::readings::ReadingApi;
 use crate::ledger::{Ledger, LedgerError};
 use crate::readings::{IngestError, Readings};
-use crate::scheduler::{Master, MasterArgs, MasterMsg};
+use crate::scheduler::{Master, MasterArgs, MasterMsg, PlantStatus};
 use heatmesh_agents::fault::FaultTable;
 use heatmesh_connect::feeds::{FeedHost, Health, Sink, Store};
 use heatmesh_connect::ship::{ShipError, Uplink};
@@ -426,8 +426,8 @@ fn http_router(metrics: PrometheusHandle, master: ActorRef<MasterMsg>) -> axum::
                             let down: Vec<String> = s
                                 .plants
                                 .iter()
-                                .filter(|p| p.status != "running")
-                                .map(|p| format!("{} {}", p.spec.id, p.status))
+                                .filter(|p| p.status != PlantStatus::Running)
+                                .map(|p| format!("{} {}", p.spec.id, p.status.as_str()))
                                 .collect();
                             if down.is_empty() {
                                 (StatusCode::OK, "ready\n".to_string())
@@ -491,7 +491,7 @@ impl RunningMesh {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if let Ok(s) = ractor::call!(self.master, MasterMsg::Snapshot)
-                && s.plants.iter().all(|p| p.status == "running")
+                && s.plants.iter().all(|p| p.status == PlantStatus::Running)
             {
                 return true;
             }

@@ -17,7 +17,7 @@ pub use local::{LocalNode, LocalPlant};
 pub use node_agent::{NodeAgent, NodeAgentArgs, NodeMsg};
 
 use heatmesh_agents::fault::Fault;
-use heatmesh_agents::{Assignment, EventSink, PlantSpec};
+use heatmesh_agents::{Assignment, EventSink, PlantEvent, PlantSpec};
 use heatmesh_ingest::PlantFeeds;
 use std::future::Future;
 use std::pin::Pin;
@@ -45,6 +45,20 @@ pub enum MeshError {
         reason: String,
     },
 }
+
+/// One attach session of a node: its id and the node epoch the master gave that session.
+/// Every plant event reaches the master tagged with the session it arrived on, so a report
+/// is judged against the session that holds the assignment, not against what it claims.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct NodeSession {
+    /// Node id.
+    pub node: String,
+    /// Node epoch of the session.
+    pub node_epoch: u64,
+}
+
+/// Where the master receives plant events, each with the session it arrived on.
+pub type SessionSink = Arc<dyn Fn(NodeSession, PlantEvent) + Send + Sync>;
 
 /// A boxed future, so the traits stay object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

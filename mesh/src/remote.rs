@@ -8,7 +8,7 @@
 //! to it, and the master is told the node is lost.
 
 use crate::wire::{assignment_to_frame, frame_to_event};
-use crate::{BoxFuture, MeshError, NodeLink, PlantLink};
+use crate::{BoxFuture, MeshError, NodeLink, NodeSession, PlantLink, SessionSink};
 use heatmesh_agents::fault::Fault;
 use heatmesh_agents::{Assignment, EventSink, PlantSpec};
 use heatmesh_ingest::PlantFeeds;
@@ -94,7 +94,7 @@ pub type FeedsSink =
 pub struct NodeServer {
     settings: Arc<ClusterSettings>,
     membership: MembershipSink,
-    events: EventSink,
+    events: SessionSink,
     epochs: EpochSource,
     readings: ReadingsSink,
     feeds: FeedsSink,
@@ -105,7 +105,7 @@ impl NodeServer {
     pub fn new(
         settings: ClusterSettings,
         membership: MembershipSink,
-        events: EventSink,
+        events: SessionSink,
         epochs: EpochSource,
         readings: ReadingsSink,
         feeds: FeedsSink,
@@ -452,7 +452,11 @@ impl NodeServer {
                             }
                             other => {
                                 if let Some((_, _, ev)) = frame_to_event(other) {
-                                    (self.events)(ev);
+                                    let session = NodeSession {
+                                        node: node.id.clone(),
+                                        node_epoch: node.node_epoch,
+                                    };
+                                    (self.events)(session, ev);
                                 }
                             }
                         }

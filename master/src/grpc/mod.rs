@@ -424,7 +424,7 @@ impl MeshService for Api {
                 closure_threshold_pct: p.spec.balance_threshold_pct,
                 node: p.node,
                 epoch: p.epoch,
-                status: p.status.into(),
+                status: p.status.as_str().into(),
                 queued_tasks: p.queued,
                 in_flight_tasks: p.in_flight,
             })

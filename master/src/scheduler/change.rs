@@ -1,0 +1,126 @@
+//! Applying one task change: checked against the lifecycle table, counted, journaled.
+
+use super::lifecycle::{self, Event};
+use super::{MasterMsg, MasterState};
+use crate::ledger::{Callback, Commit, LedgerError, Op};
+use crate::task::{Status, Transition};
+
+impl MasterState {
+    /// Moves an active task by `event` and journals it; returns the new state, or None when
+    /// the table refuses the move (nothing changes then). `done` runs once the change is
+    /// in the ledger's state (readable). Terminal tasks leave memory once applied.
+    pub(super) fn transition(
+        &mut self,
+        id: u64,
+        event: Event,
+        detail: String,
+        done: Option<Callback>,
+    ) -> Option<Status> {
+        self.transition_by(id, event, detail, done, None)
+    }
+
+    /// [`Self::transition`] that journals the (attempt, epoch) which produced the change
+    /// (a result) instead of the task's current one. They are equal whenever fencing works;
+    /// keeping the producer's in the journal lets an audit prove it.
+    pub(super) fn transition_by(
+        &mut self,
+        id: u64,
+        event: Event,
+        detail: String,
+        done: Option<Callback>,
+        produced_by: Option<(u32, u64)>,
+    ) -> Option<Status> {
+        let t = self.active.get_mut(&id)?;
+        let from = t.rec.status;
+        let to = match lifecycle::next(Some(from), event) {
+            Ok(to) => to,
+            Err(refused) => {
+                self.refused += 1;
+                metrics::counter!("heatmesh_transitions_refused_total").increment(1);
+                tracing::error!(task_id = id, %refused, %detail, "task change refused");
+                return None;
+            }
+        };
+        self.seq += 1;
+        let now = self.wall_us;
+        t.rec.status = to;
+        t.rec.updated_us = now;
+        t.rec.seq = self.seq;
+        if from == Status::Dispatched {
+            t.token = None;
+        }
+        let (attempt, epoch) = produced_by.unwrap_or((t.rec.attempt, t.rec.epoch));
+        let entry = Transition {
+            from: Some(from),
+            to,
+            at_us: now,
+            attempt,
+            epoch,
+            node: t.rec.node.clone(),
+            detail,
+        };
+        let rec = t.rec.clone();
+        let key = Self::queue_key(&rec);
+        if from == Status::Dispatched
+            && let Some(n) = self.in_flight.get_mut(&key)
+        {
+            *n = n.saturating_sub(1);
+        }
+        self.counts.moved(Some(from), Some(to));
+        // `done` reads the change back from the ledger (an operator's answer), so it runs
+        // once the change is applied, not merely durable.
+        let mut applied = done;
+        if to.is_terminal() {
+            // The task stays readable in memory until its terminal record is in the ledger's
+            // state, so a read never falls back to an older ledger record.
+            let seq = self.seq;
+            let retire = self.myself.clone();
+            let then = applied.take();
+            applied = Some(Box::new(move |r: Result<(), LedgerError>| {
+                if let Some(m) = retire {
+                    let _ = m.cast(MasterMsg::Retired(id, seq));
+                }
+                if let Some(f) = then {
+                    f(r);
+                }
+            }));
+            if to == Status::Failed {
+                self.failed.insert(id);
+            }
+            metrics::counter!("heatmesh_tasks_finished_total", "state" => to.as_str()).increment(1);
+            if to == Status::Completed {
+                let secs = now.saturating_sub(rec.created_us) as f64 / 1e6;
+                metrics::histogram!("heatmesh_task_latency_seconds").record(secs);
+            }
+        }
+        self.write(Commit {
+            ops: vec![
+                Op::Put(rec.clone()),
+                Op::Journal {
+                    id,
+                    seq: self.seq,
+                    entry,
+                },
+            ],
+            events: vec![rec],
+            done: None,
+            applied,
+        });
+        Some(to)
+    }
+
+    /// Drops a finished task from memory once its terminal record (change `seq`) is applied.
+    pub(super) fn retire(&mut self, id: u64, seq: u64) {
+        if self
+            .active
+            .get(&id)
+            .is_some_and(|t| t.rec.seq == seq && t.rec.status.is_terminal())
+        {
+            let t = self.active.remove(&id).expect("checked");
+            self.counts.moved(Some(t.rec.status), None);
+            if let Some(k) = &t.rec.idempotency_key {
+                self.idem.remove(k);
+            }
+        }
+    }
+}
