@@ -246,3 +246,111 @@ async fn rebalance_moves_a_plant_off_a_crowded_node() {
         .moves;
     assert!(again.is_empty(), "{again:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_node_with_a_live_nodes_id_is_refused_until_the_first_dies() {
+    let mut c = Cluster::new(Path::new(BIN)).unwrap();
+    c.start_master();
+    let m = c.grpc;
+    c.start_node("node-1", &["Plant-001"], m);
+    c.wait_placement(&[("Plant-001", "node-1")], Duration::from_secs(30))
+        .await;
+    let mut mesh = pb::mesh_service_client::MeshServiceClient::new(c.channel().await);
+    let plant = |ps: Vec<pb::Plant>| ps.into_iter().find(|p| p.id == "Plant-001").unwrap();
+    let before = plant(
+        mesh.list_plants(pb::ListPlantsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .plants,
+    );
+    let first = mesh
+        .list_nodes(pb::ListNodesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .nodes
+        .into_iter()
+        .find(|n| n.id == "node-1")
+        .unwrap();
+    let (first_addr, first_epoch) = (first.address, first.epoch);
+
+    // The same id again, as two `--plant Plant-001` nodes would get by default.
+    let twin_listen = loopback();
+    let log = c.log("twin");
+    // Its own disk, as on a second machine: only the id is shared.
+    let mut args = node_args("node-1", &["Plant-001"], m, twin_listen, &c.cookie);
+    for flag in ["--data-dir", "--acquired-log"] {
+        let i = args.iter().position(|a| a == flag).unwrap();
+        args[i + 1] = c
+            .dir
+            .path()
+            .join(format!("twin{flag}"))
+            .display()
+            .to_string();
+    }
+    let mut twin = Proc::spawn("twin", Path::new(BIN), &args, &[], Some(&log)).unwrap();
+    let end = Instant::now() + Duration::from_secs(15);
+    while c.metric("heatmesh_node_duplicate_refused_total").await < 1.0 {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(Instant::now() < end, "the twin was never refused:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    let want = format!(
+        "is already attached from {first_addr} (node epoch {first_epoch}); this attach from {twin_listen} is refused"
+    );
+    assert!(text.contains(&want), "twin's log lacks {want:?}:\n{text}");
+    let nodes = mesh
+        .list_nodes(pb::ListNodesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .nodes;
+    let ones: Vec<_> = nodes.iter().filter(|n| n.id == "node-1").collect();
+    assert_eq!(ones.len(), 1);
+    assert_eq!(ones[0].address, first_addr);
+    let now = plant(
+        mesh.list_plants(pb::ListPlantsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .plants,
+    );
+    assert_eq!(
+        (now.node.as_str(), now.epoch),
+        ("node-1", before.epoch),
+        "the plant did not move"
+    );
+
+    // Once the first is gone, the twin (still retrying) takes the id and the plant.
+    c.nodes.get_mut("node-1").unwrap().kill9();
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let nodes = mesh
+            .list_nodes(pb::ListNodesRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .nodes;
+        let p = plant(
+            mesh.list_plants(pb::ListPlantsRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .plants,
+        );
+        let twin_holds = nodes.iter().any(|n| {
+            n.id == "node-1" && n.address == twin_listen.to_string() && n.status == "connected"
+        });
+        if twin_holds && p.status == "running" && p.epoch > before.epoch {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "the twin never took over: {nodes:?} {p:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    twin.kill9();
+}

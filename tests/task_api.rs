@@ -110,6 +110,53 @@ async fn idempotent_resubmit_returns_the_same_task() {
 }
 
 #[tokio::test]
+async fn an_idempotency_key_reused_for_another_request_is_refused() {
+    let mut h = start(true).await;
+    let mut req = submit("Plant-001", seed_balance());
+    req.idempotency_key = "window-2026-12-02T06:00".into();
+    let first = h.tasks.submit_task(req.clone()).await.unwrap().into_inner();
+    let id = first.task.unwrap().id;
+
+    let mut other_plant = req.clone();
+    other_plant.plant_id = "Plant-002".into();
+    let mut other_payload = submit(
+        "Plant-001",
+        pb::HeatBalanceRequest {
+            outputs: vec![flow("steam", 700.0)],
+            ..seed_balance()
+        },
+    );
+    other_payload.idempotency_key = req.idempotency_key.clone();
+    for (what, r, differs) in [
+        (
+            "plant",
+            other_plant,
+            r#"plant_id "Plant-001", not "Plant-002""#,
+        ),
+        ("payload", other_payload, "a different payload"),
+    ] {
+        let e = h.tasks.submit_task(r).await.unwrap_err();
+        assert_eq!(e.code(), Code::AlreadyExists, "{what}: {e:?}");
+        let want = format!(
+            r#"idempotency_key: "window-2026-12-02T06:00" was first used for task {id} with {differs}"#
+        );
+        assert!(e.message().starts_with(&want), "{what}: {}", e.message());
+    }
+    // The same request under the same key is still the first task, and nothing was added.
+    let again = h.tasks.submit_task(req).await.unwrap().into_inner();
+    assert!(again.duplicate);
+    assert_eq!(again.task.unwrap().id, id);
+    let all = h
+        .tasks
+        .list_tasks(pb::ListTasksRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.tasks.len(), 1);
+    h.mesh.shutdown().await;
+}
+
+#[tokio::test]
 async fn priorities_run_in_order() {
     let mut h = start(true).await;
     let order = [

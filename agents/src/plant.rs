@@ -147,7 +147,10 @@ impl Actor for PlantSupervisor {
                     actor: Some(actor),
                     outstanding: VecDeque::new(),
                     parked: Vec::new(),
-                    restarts: RestartTracker::default(),
+                    restarts: RestartTracker::seeded(heatmesh_base::name_seed(&format!(
+                        "{}/{}",
+                        st.args.spec.id, kind.id
+                    ))),
                 },
             );
         }

@@ -1,5 +1,6 @@
 //! The OTP-style restart policy: ractor has none of its own.
 
+use heatmesh_base::Backoff;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -45,9 +46,19 @@ pub struct RestartTracker {
     recent: VecDeque<Instant>,
     /// Restarts since the child was first started.
     pub total: u32,
+    seed: u64,
 }
 
 impl RestartTracker {
+    /// A tracker whose restart delays are jittered by `seed` (e.g. the child's name), so
+    /// children that crash together do not restart in lockstep.
+    pub fn seeded(seed: u64) -> RestartTracker {
+        RestartTracker {
+            seed,
+            ..RestartTracker::default()
+        }
+    }
+
     /// Records a failure at `now` and decides.
     pub fn on_failure(&mut self, policy: &RestartPolicy, now: Instant) -> Verdict {
         let window = Duration::from_millis(policy.window_ms);
@@ -63,12 +74,12 @@ impl RestartTracker {
             return Verdict::Escalate;
         }
         self.total += 1;
-        let exp = (self.recent.len() as u32).saturating_sub(1).min(20);
-        let delay = policy
-            .backoff_initial_ms
-            .saturating_mul(1u64 << exp)
-            .min(policy.backoff_max_ms);
-        Verdict::Restart(Duration::from_millis(delay))
+        Verdict::Restart(Backoff::nth(
+            Duration::from_millis(policy.backoff_initial_ms),
+            Duration::from_millis(policy.backoff_max_ms),
+            self.recent.len() as u32,
+            self.seed,
+        ))
     }
 }
 
@@ -84,27 +95,23 @@ mod tests {
             backoff_initial_ms: 10,
             backoff_max_ms: 25,
         };
-        let mut t = RestartTracker::default();
+        let mut t = RestartTracker::seeded(1);
         let now = Instant::now();
-        assert_eq!(
-            t.on_failure(&p, now),
-            Verdict::Restart(Duration::from_millis(10))
-        );
-        assert_eq!(
-            t.on_failure(&p, now),
-            Verdict::Restart(Duration::from_millis(20))
-        );
-        assert_eq!(
-            t.on_failure(&p, now),
-            Verdict::Restart(Duration::from_millis(25))
-        );
+        let ms = Duration::from_millis;
+        // Each delay lies in the upper half of 10, 20, then the 25 ms cap.
+        for cap in [10, 20, 25] {
+            match t.on_failure(&p, now) {
+                Verdict::Restart(d) => assert!(d >= ms(cap) / 2 && d <= ms(cap), "{d:?} for {cap}"),
+                v => panic!("{v:?} before the limit"),
+            }
+        }
         assert_eq!(t.on_failure(&p, now), Verdict::Escalate);
         // Outside the window the count starts again.
         let later = now + Duration::from_millis(1500);
-        assert_eq!(
-            t.on_failure(&p, later),
-            Verdict::Restart(Duration::from_millis(10))
-        );
+        match t.on_failure(&p, later) {
+            Verdict::Restart(d) => assert!(d >= ms(5) && d <= ms(10), "{d:?}"),
+            v => panic!("{v:?} after the window"),
+        }
         assert_eq!(t.total, 4);
     }
 }

@@ -14,17 +14,14 @@
 //! whether a reading is new: the master deduplicates on (meter, source time), so the node may
 //! send a batch again after any failure without counting anything twice.
 
-pub mod backoff;
 pub mod buffer;
 pub mod feeds;
 pub mod modbus;
 pub mod opcua;
 pub mod ship;
 
-/// Unix microseconds now, by the node's clock (the source time of readings a protocol does not
-/// timestamp itself, as Modbus does not).
+/// Unix microseconds now, by the node's clock, on the readings' signed time axis (the source
+/// time of readings a protocol does not timestamp itself, as Modbus does not).
 pub fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
+    heatmesh_base::now_us() as i64
 }

@@ -9,8 +9,8 @@
 //! jittered backoff. A Modbus exception (illegal address, device busy) is that meter's
 //! error and leaves the others polling.
 
-use crate::backoff::Backoff;
 use crate::feeds::{Cause, Health, Store, put, take_due};
+use heatmesh_base::Backoff;
 use heatmesh_ingest::meter::{ModbusAddress, ModbusSource, RegisterTable};
 use heatmesh_ingest::{MeterSpec, Quality, Reading};
 use std::collections::HashMap;

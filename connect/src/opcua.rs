@@ -11,9 +11,9 @@
 //! with the cause; the connector then opens a fresh session after a jittered backoff (the
 //! library's own reconnect is switched off so that every outage is seen and timed here).
 
-use crate::backoff::Backoff;
 use crate::feeds::{Cause, Health, Store, put, take_due};
 use futures::StreamExt;
+use heatmesh_base::Backoff;
 use heatmesh_ingest::meter::{Identifier, OpcuaMode, OpcuaSource, SecurityMode, SecurityPolicy};
 use heatmesh_ingest::{MeterSpec, Quality, Reading};
 use opcua::client::{ClientBuilder, DataChangeCallback, IdentityToken, Session, SessionPollResult};

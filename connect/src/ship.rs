@@ -3,8 +3,8 @@
 //! after a backoff with the same batches, so the master sees every reading at least once
 //! and, deduplicating, stores it once.
 
-use crate::backoff::Backoff;
 use crate::buffer::Buffer;
+use heatmesh_base::Backoff;
 use heatmesh_ingest::Reading;
 use std::future::Future;
 use std::pin::Pin;

@@ -13,6 +13,7 @@ pub struct Sample {
 }
 
 /// Kernel clock ticks per second (the unit of utime and stime in /proc/<pid>/stat).
+#[allow(unsafe_code)] // the workspace's one unsafe call
 fn ticks_per_second() -> f64 {
     // SAFETY: sysconf only reads a configuration value; it has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };

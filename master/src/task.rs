@@ -182,10 +182,4 @@ pub struct Transition {
     pub detail: String,
 }
 
-/// Now as unix microseconds.
-pub fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
+pub use heatmesh_base::now_us;

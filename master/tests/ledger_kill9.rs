@@ -92,30 +92,17 @@ fn kill9_child_writer() {
     }
 }
 
-/// SplitMix64, for kill moments that differ run to run but replay from the seed printed.
-fn next(s: &mut u64) -> u64 {
-    *s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *s;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 #[test]
 fn every_acknowledged_write_survives_100_kills() {
     if std::env::var(CHILD).is_ok() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut seed: u64 = std::env::var("HEATMESH_KILL9_SEED")
+    let seed: u64 = std::env::var("HEATMESH_KILL9_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
+        .unwrap_or_else(heatmesh_base::now_us);
+    let mut rng = heatmesh_base::Rng::new(seed);
     eprintln!("kill -9 test seed {seed} (HEATMESH_KILL9_SEED={seed} replays the kill moments)");
     let exe = std::env::current_exe().unwrap();
     let mut acked: BTreeSet<u64> = BTreeSet::new();
@@ -149,7 +136,7 @@ fn every_acknowledged_write_survives_100_kills() {
             "round {round}: the child acknowledged nothing"
         );
         let mut this_round = vec![first.unwrap()];
-        let wait = Duration::from_micros(next(&mut seed) % 40_000);
+        let wait = Duration::from_micros(rng.next_u64() % 40_000);
         let end = Instant::now() + wait;
         while Instant::now() < end {
             if let Ok(id) = rx.recv_timeout(end - Instant::now()) {

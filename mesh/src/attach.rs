@@ -8,7 +8,7 @@
 use crate::wire::{event_to_frame, frame_to_assignment};
 use crate::{BoxFuture, LocalNode, MeshError, NodeLink, PlantLink};
 use heatmesh_agents::{EventSink, Outcome, PlantEvent, PlantSpec};
-use heatmesh_connect::backoff::Backoff;
+use heatmesh_base::Backoff;
 use heatmesh_connect::feeds::Health;
 use heatmesh_connect::ship::{ShipError, Uplink as ReadingsUplink};
 use heatmesh_ingest::{PlantFeeds, Reading};

@@ -11,6 +11,7 @@ use crate::wire::{assignment_to_frame, frame_to_event};
 use crate::{BoxFuture, MeshError, NodeLink, NodeSession, PlantLink, SessionSink};
 use heatmesh_agents::fault::Fault;
 use heatmesh_agents::{Assignment, EventSink, PlantSpec};
+use heatmesh_base::now_us;
 use heatmesh_ingest::PlantFeeds;
 use heatmesh_proto::v1 as pb;
 use pb::node_frame::Frame as Up;
@@ -98,6 +99,8 @@ pub struct NodeServer {
     epochs: EpochSource,
     readings: ReadingsSink,
     feeds: FeedsSink,
+    /// Live sessions by node id: (node epoch, address). One id, one live session.
+    live: Arc<Mutex<HashMap<String, (u64, String)>>>,
 }
 
 impl NodeServer {
@@ -117,6 +120,7 @@ impl NodeServer {
             epochs,
             readings,
             feeds,
+            live: Arc::default(),
         }
     }
 }
@@ -150,13 +154,6 @@ pub struct Inner {
     last_heartbeat_us: AtomicU64,
     spawning: Mutex<HashMap<(String, u64), oneshot::Sender<String>>>,
     spawn_timeout: Duration,
-}
-
-fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
 }
 
 impl std::ops::Deref for RemoteNode {
@@ -367,15 +364,44 @@ impl NodeServer {
         if hello.node_id.trim().is_empty() {
             return Err(Status::invalid_argument("node_id: required"));
         }
-        let node_epoch = (self.epochs)(&hello.node_id).map_err(Status::unavailable)?;
+        let address = if hello.address.is_empty() {
+            peer.clone()
+        } else {
+            hello.address.clone()
+        };
+        // Claim the id before taking a node epoch, so two attaches racing under one id
+        // cannot both pass. The claim is held until the session ends.
+        {
+            let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((epoch, at)) = live.get(&hello.node_id) {
+                metrics::counter!("heatmesh_node_duplicate_refused_total").increment(1);
+                tracing::warn!(node = %hello.node_id, live = %at, refused = %address, "node refused: its id is attached from elsewhere");
+                return Err(Status::already_exists(format!(
+                    "node_id: {:?} is already attached from {at} (node epoch {epoch}); this attach from {address} is refused while that session is live (give each node its own --node-id)",
+                    hello.node_id
+                )));
+            }
+            live.insert(hello.node_id.clone(), (0, address.clone()));
+        }
+        let node_epoch = match (self.epochs)(&hello.node_id) {
+            Ok(e) => e,
+            Err(e) => {
+                self.release(&hello.node_id, 0);
+                return Err(Status::unavailable(e));
+            }
+        };
+        if let Some(claim) = self
+            .live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&hello.node_id)
+        {
+            claim.0 = node_epoch;
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let node = RemoteNode(Arc::new(Inner {
             id: hello.node_id.clone(),
-            address: if hello.address.is_empty() {
-                peer
-            } else {
-                hello.address.clone()
-            },
+            address,
             node_epoch,
             tx: tx.clone(),
             fenced: AtomicBool::new(false),
@@ -408,6 +434,14 @@ impl NodeServer {
 }
 
 impl NodeServer {
+    /// Drops the claim on `id` held by session `node_epoch` (0: a claim not yet given one).
+    fn release(&self, id: &str, node_epoch: u64) {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        if live.get(id).is_some_and(|(e, _)| *e == node_epoch) {
+            live.remove(id);
+        }
+    }
+
     /// Reads one node's frames until its stream closes or its lease expires, then fences it.
     async fn session(&self, node: RemoteNode, mut inbound: NodeFrames) {
         let lease = self.settings.lease;
@@ -481,6 +515,7 @@ impl NodeServer {
         let _ = node
             .tx
             .send(Err(Status::unavailable(format!("fenced: {reason}"))));
+        self.release(&node.id, node.node_epoch);
         tracing::warn!(node = %node.id, node_epoch = node.node_epoch, "node lost: {reason}");
         metrics::counter!("heatmesh_node_lost_total").increment(1);
         metrics::histogram!("heatmesh_node_detection_seconds").record(silent_for.as_secs_f64());
@@ -490,5 +525,189 @@ impl NodeServer {
             reason,
             silent_for,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use heatmesh_agents::{Outcome, PlantEvent};
+    use tokio_stream::wrappers::UnboundedReceiverStream;
+
+    type Up = pb::node_frame::Frame;
+
+    /// A server over in-memory streams, recording membership and tagged events.
+    struct Rig {
+        server: NodeServer,
+        joined: Arc<Mutex<Vec<(String, u64)>>>,
+        lost: Arc<Mutex<Vec<(String, u64)>>>,
+        events: Arc<Mutex<Vec<(NodeSession, PlantEvent)>>>,
+    }
+
+    fn rig() -> Rig {
+        let joined: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
+        let lost: Arc<Mutex<Vec<(String, u64)>>> = Arc::default();
+        let events: Arc<Mutex<Vec<(NodeSession, PlantEvent)>>> = Arc::default();
+        let (j, l, e) = (joined.clone(), lost.clone(), events.clone());
+        let next = Arc::new(AtomicU64::new(0));
+        let server = NodeServer::new(
+            ClusterSettings {
+                cookie: Some("cluster-secret".into()),
+                heartbeat_interval: Duration::from_millis(50),
+                lease: Duration::from_secs(5),
+                spawn_timeout: Duration::from_secs(1),
+            },
+            Arc::new(move |m| match m {
+                Membership::Joined { node, .. } => {
+                    j.lock().unwrap().push((node.id.clone(), node.node_epoch))
+                }
+                Membership::Lost {
+                    node_id,
+                    node_epoch,
+                    ..
+                } => l.lock().unwrap().push((node_id, node_epoch)),
+            }),
+            Arc::new(move |s, ev| e.lock().unwrap().push((s, ev))),
+            Arc::new(move |_| Ok(next.fetch_add(1, Ordering::Relaxed) + 1)),
+            Arc::new(|_, _| Box::pin(async { Ok(()) })),
+            Arc::new(|_, _| {}),
+        );
+        Rig {
+            server,
+            joined,
+            lost,
+            events,
+        }
+    }
+
+    fn hello(id: &str, cookie: &str, address: &str) -> pb::NodeFrame {
+        pb::NodeFrame {
+            frame: Some(Up::Hello(pb::Hello {
+                node_id: id.into(),
+                cookie: cookie.into(),
+                address: address.into(),
+                protocol: PROTOCOL,
+                ..Default::default()
+            })),
+        }
+    }
+
+    type Sender = mpsc::UnboundedSender<Result<pb::NodeFrame, Status>>;
+
+    /// Attaches with `first` as the opening frame; returns the node's sender on success.
+    async fn attach(rig: &Rig, first: pb::NodeFrame) -> Result<(Sender, MasterFrames), Status> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        tx.send(Ok(first)).unwrap();
+        let inbound: NodeFrames = Box::pin(UnboundedReceiverStream::new(rx));
+        let down = rig.server.accept("10.0.0.9:5000".into(), inbound).await?;
+        Ok((tx, down))
+    }
+
+    async fn eventually(what: &str, f: impl Fn() -> bool) {
+        let end = Instant::now() + Duration::from_secs(5);
+        while !f() {
+            assert!(Instant::now() < end, "{what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn one_node_id_holds_one_live_session() {
+        let rig = rig();
+        let (first, _down) = attach(&rig, hello("node-1", "cluster-secret", "10.0.0.1:7401"))
+            .await
+            .unwrap();
+        let e = attach(&rig, hello("node-1", "cluster-secret", "10.0.0.2:7401"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::AlreadyExists);
+        assert!(
+            e.message().starts_with(
+                "node_id: \"node-1\" is already attached from 10.0.0.1:7401 (node epoch 1); this attach from 10.0.0.2:7401 is refused"
+            ),
+            "{}",
+            e.message()
+        );
+        // Another id is not affected.
+        attach(&rig, hello("node-2", "cluster-secret", "10.0.0.3:7401"))
+            .await
+            .unwrap();
+        // Once the first session ends, the id is free again, under a new node epoch.
+        drop(first);
+        eventually("the first session ends", || {
+            rig.lost.lock().unwrap().contains(&("node-1".into(), 1))
+        })
+        .await;
+        attach(&rig, hello("node-1", "cluster-secret", "10.0.0.2:7401"))
+            .await
+            .unwrap();
+        let joined = rig.joined.lock().unwrap().clone();
+        assert_eq!(
+            joined,
+            [
+                ("node-1".into(), 1),
+                ("node-2".into(), 2),
+                ("node-1".into(), 3)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn wrong_cookies_and_bad_hellos_are_refused_and_claim_nothing() {
+        let rig = rig();
+        let e = attach(&rig, hello("node-1", "guess", "a"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+        let e = attach(&rig, hello(" ", "cluster-secret", "a"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        let mut old = hello("node-1", "cluster-secret", "a");
+        if let Some(Up::Hello(h)) = &mut old.frame {
+            h.protocol = PROTOCOL + 1;
+        }
+        let e = attach(&rig, old).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+        let not_hello = pb::NodeFrame {
+            frame: Some(Up::Heartbeat(pb::Heartbeat::default())),
+        };
+        let e = attach(&rig, not_hello).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        // None of them holds the id.
+        attach(&rig, hello("node-1", "cluster-secret", "a"))
+            .await
+            .unwrap();
+        assert_eq!(rig.joined.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn events_carry_the_session_they_arrived_on_not_what_the_frame_claims() {
+        let rig = rig();
+        let (tx, _down) = attach(&rig, hello("node-1", "cluster-secret", "a"))
+            .await
+            .unwrap();
+        let done = PlantEvent::TaskDone {
+            plant: "Plant-002".into(),
+            task_id: 7,
+            attempt: 1,
+            epoch: 4,
+            agent: "node-2 says so".into(),
+            outcome: Outcome::Completed(b"{}".to_vec()),
+        };
+        tx.send(Ok(crate::wire::event_to_frame(done))).unwrap();
+        eventually("the event arrives", || {
+            !rig.events.lock().unwrap().is_empty()
+        })
+        .await;
+        let (session, ev) = rig.events.lock().unwrap()[0].clone();
+        assert_eq!(
+            session,
+            NodeSession {
+                node: "node-1".into(),
+                node_epoch: 1
+            }
+        );
+        assert!(matches!(ev, PlantEvent::TaskDone { task_id: 7, .. }));
     }
 }

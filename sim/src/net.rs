@@ -185,7 +185,7 @@ pub struct SimNet {
     links: Mutex<HashMap<String, Arc<Link>>>,
     keepalive: Duration,
     log: Mutex<Vec<Delivered>>,
-    seed: Mutex<u64>,
+    seed: Mutex<crate::rng::Rng>,
 }
 
 impl SimNet {
@@ -196,7 +196,7 @@ impl SimNet {
             links: Mutex::new(HashMap::new()),
             keepalive,
             log: Mutex::new(Vec::new()),
-            seed: Mutex::new(seed),
+            seed: Mutex::new(crate::rng::Rng::new(seed)),
         })
     }
 
@@ -271,8 +271,11 @@ impl SimNet {
         if max.is_zero() {
             return Duration::ZERO;
         }
-        let mut s = self.seed.lock().unwrap_or_else(|e| e.into_inner());
-        let r = crate::rng::splitmix(&mut s);
+        let r = self
+            .seed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .next_u64();
         Duration::from_micros(r % (max.as_micros() as u64 + 1))
     }
 

@@ -93,8 +93,9 @@ async fn pump(
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut faults: watch::Receiver<LinkFaults>,
     cut: fn(&LinkFaults) -> bool,
-    mut seed: u64,
+    seed: u64,
 ) {
+    let mut rng = crate::rng::Rng::new(seed);
     let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
     let mut held = faults.clone();
     let reader = async move {
@@ -127,7 +128,7 @@ async fn pump(
             let jitter = if f.jitter.is_zero() {
                 Duration::ZERO
             } else {
-                let r = crate::rng::splitmix(&mut seed);
+                let r = rng.next_u64();
                 Duration::from_micros(r % (f.jitter.as_micros() as u64 + 1))
             };
             let due = (arrived + f.delay + jitter).max(last);

@@ -90,10 +90,7 @@ pub struct Progress {
     pub acked: AtomicU64,
 }
 
-/// Now as unix microseconds.
-pub fn now_us() -> u64 {
-    heatmesh_master::task::now_us()
-}
+pub use heatmesh_base::now_us;
 
 /// Runs the workload against `uri` for its duration; returns once every submit has ended.
 /// `plants` lists each plant with the agent kinds it runs.
@@ -209,11 +206,8 @@ async fn submit(ch: Channel, key: String, plant: String, kind: String, until: In
         }),
         ..Default::default()
     };
-    let mut backoff = heatmesh_connect::backoff::Backoff::named(
-        Duration::from_millis(50),
-        Duration::from_millis(400),
-        &key,
-    );
+    let mut backoff =
+        heatmesh_base::Backoff::named(Duration::from_millis(50), Duration::from_millis(400), &key);
     let outcome = loop {
         match c.submit_task(req.clone()).await {
             Ok(r) => {

@@ -45,6 +45,7 @@ impl From<ApiError> for GrpcStatus {
         match e {
             ApiError::NotFound(m) => GrpcStatus::not_found(m),
             ApiError::FailedPrecondition(m) => GrpcStatus::failed_precondition(m),
+            ApiError::Conflict(m) => GrpcStatus::already_exists(m),
             ApiError::Ledger(e) => GrpcStatus::unavailable(e.to_string()),
         }
     }

@@ -1,7 +1,7 @@
 //! Seeded generator of feasible scenarios and the benchmark entry point used by the CLI.
 //!
-//! The generator uses its own SplitMix64 so results are reproducible across platforms and
-//! need no `rand` dependency.
+//! The generator draws from heatmesh-base's seeded SplitMix64, so results are reproducible
+//! across platforms and need no `rand` dependency.
 
 use std::time::Instant;
 
@@ -13,45 +13,7 @@ use super::scenario::{
 };
 use super::solution::{AlgorithmUsed, Status};
 use super::{Engine, optimize};
-
-/// SplitMix64: tiny, fast and statistically fine for test-instance generation.
-#[derive(Debug, Clone)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    /// Seeded generator; every seed (including 0) gives a distinct stream.
-    pub fn new(seed: u64) -> Self {
-        SplitMix64(seed)
-    }
-
-    /// Next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Uniform in [lo, hi).
-    pub fn range(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * self.unit()
-    }
-
-    /// Uniform integer in [0, n); 0 when n == 0.
-    pub fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next_u64() % n as u64) as usize
-        }
-    }
-}
+use heatmesh_base::Rng;
 
 /// Shape of a generated instance.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -78,7 +40,7 @@ const FUELS: [(&str, f64, f64, f64); 4] = [
 /// Build a random instance that is feasible in strict mode: every plant's first unit is
 /// continuous and alone covers the plant's demand, so all switchable units may stay off.
 pub fn generate(params: GeneratorParams, seed: u64) -> Scenario {
-    let mut rng = SplitMix64::new(seed ^ 0x6C01_0001_u64);
+    let mut rng = Rng::new(seed ^ 0x6C01_0001_u64);
     let np = params.plants.max(1);
     let nu = params.units_per_plant.max(1);
     let mut plants = Vec::with_capacity(np);
@@ -87,7 +49,7 @@ pub fn generate(params: GeneratorParams, seed: u64) -> Scenario {
         let pid = format!("P{p}");
         let mut first_cap = 0.0;
         for k in 0..nu {
-            let max = (rng.range(5.0, 40.0) * 10.0).round() / 10.0;
+            let max = (rng.uniform(5.0, 40.0) * 10.0).round() / 10.0;
             if k == 0 {
                 first_cap = max;
             }
@@ -119,30 +81,30 @@ pub fn generate(params: GeneratorParams, seed: u64) -> Scenario {
             };
             match kind {
                 UnitKind::Boiler | UnitKind::Chp => {
-                    u.efficiency = Some(rng.range(0.75, 0.95));
+                    u.efficiency = Some(rng.uniform(0.75, 0.95));
                     u.fuel = Some(fuel.to_string());
-                    u.fuel_price_eur_mwh = Some(rng.range(lo, hi));
+                    u.fuel_price_eur_mwh = Some(rng.uniform(lo, hi));
                     u.emission_factor = Some(EmissionFactor {
                         value: ef,
                         unit: EmissionUnit::KgCo2PerTjNet,
                     });
                 }
                 UnitKind::HeatPump => {
-                    u.cop = Some(rng.range(2.5, 4.0));
-                    u.electricity_price_eur_mwh = Some(rng.range(40.0, 150.0));
+                    u.cop = Some(rng.uniform(2.5, 4.0));
+                    u.electricity_price_eur_mwh = Some(rng.uniform(40.0, 150.0));
                 }
                 UnitKind::WasteHeat => {
-                    u.max_mw = (rng.range(1.0, 6.0) * 10.0).round() / 10.0;
+                    u.max_mw = (rng.uniform(1.0, 6.0) * 10.0).round() / 10.0;
                     if k == 0 {
                         first_cap = u.max_mw;
                     }
-                    u.fuel_price_eur_mwh = Some(rng.range(0.0, 5.0));
+                    u.fuel_price_eur_mwh = Some(rng.uniform(0.0, 5.0));
                 }
             }
             if params.milp && k > 0 && rng.unit() < 0.5 {
                 u.on_off = Some(true);
-                u.min_load_mw = Some((u.max_mw * rng.range(0.2, 0.5) * 10.0).round() / 10.0);
-                u.startup_cost_eur = (rng.range(0.0, 400.0)).round();
+                u.min_load_mw = Some((u.max_mw * rng.uniform(0.2, 0.5) * 10.0).round() / 10.0);
+                u.startup_cost_eur = (rng.uniform(0.0, 400.0)).round();
                 u.initially_on = rng.unit() < 0.2;
             }
             units.push(u);
@@ -150,7 +112,7 @@ pub fn generate(params: GeneratorParams, seed: u64) -> Scenario {
         plants.push(Plant {
             id: pid,
             name: None,
-            demand_mw: (first_cap * rng.range(0.3, 0.95) * 100.0).round() / 100.0,
+            demand_mw: (first_cap * rng.uniform(0.3, 0.95) * 100.0).round() / 100.0,
         });
     }
     let mut links = Vec::new();
@@ -166,9 +128,9 @@ pub fn generate(params: GeneratorParams, seed: u64) -> Scenario {
                     id: format!("L{p}_{k}"),
                     from: format!("P{from}"),
                     to: format!("P{to}"),
-                    capacity_mw: (rng.range(2.0, 20.0) * 10.0).round() / 10.0,
-                    loss_factor: rng.range(0.0, 0.1),
-                    cost_eur_mwh: rng.range(0.0, 3.0),
+                    capacity_mw: (rng.uniform(2.0, 20.0) * 10.0).round() / 10.0,
+                    loss_factor: rng.uniform(0.0, 0.1),
+                    cost_eur_mwh: rng.uniform(0.0, 3.0),
                 });
             }
         }
@@ -178,7 +140,7 @@ pub fn generate(params: GeneratorParams, seed: u64) -> Scenario {
         plants,
         units,
         links,
-        carbon_price_eur_t: rng.range(30.0, 100.0),
+        carbon_price_eur_t: rng.uniform(30.0, 100.0),
         options: Options {
             time_budget_ms: 60_000,
             ..Options::default()

@@ -509,7 +509,7 @@ fn solve_with(sc: &Scenario, algorithm: Algorithm, engine: LpSolverChoice) -> Di
 #[test]
 fn random_lp_instances_cross_check() {
     for seed in 0..200u64 {
-        let mut rng = bench::SplitMix64::new(seed);
+        let mut rng = heatmesh_base::Rng::new(seed);
         let params = GeneratorParams {
             plants: 2 + rng.below(9),
             units_per_plant: 1 + rng.below(4),
@@ -552,7 +552,7 @@ fn random_lp_instances_cross_check() {
 #[test]
 fn random_milp_instances_cross_check() {
     for seed in 0..60u64 {
-        let mut rng = bench::SplitMix64::new(seed.wrapping_mul(31));
+        let mut rng = heatmesh_base::Rng::new(seed.wrapping_mul(31));
         let params = GeneratorParams {
             plants: 2 + rng.below(5),
             units_per_plant: 2 + rng.below(3),

@@ -7,6 +7,25 @@ use crate::ledger::{Callback, Commit, LedgerError, Op};
 use crate::task::{TaskRecord, Transition};
 use ractor::RpcReplyPort;
 
+/// An idempotency key names one request: the same key with another plant, kind or payload
+/// is a client bug (or two clients sharing keys), refused rather than answered with a task
+/// that is not the one asked for.
+fn same_request(key: &str, first: &TaskRecord, t: &NewTask) -> Result<(), ApiError> {
+    let differs = if first.plant_id != t.plant_id {
+        format!("plant_id {:?}, not {:?}", first.plant_id, t.plant_id)
+    } else if first.agent_kind != t.agent_kind {
+        format!("agent kind {}, not {}", first.agent_kind, t.agent_kind)
+    } else if first.payload != t.payload {
+        "a different payload".to_string()
+    } else {
+        return Ok(());
+    };
+    Err(ApiError::Conflict(format!(
+        "idempotency_key: {key:?} was first used for task {} with {differs}; a key names one request",
+        first.id
+    )))
+}
+
 impl MasterState {
     /// Accepts `t`; `reply` is answered once the acceptance is durable (or found earlier).
     pub(super) fn submit(&mut self, t: NewTask, reply: RpcReplyPort<Result<Submitted, ApiError>>) {
@@ -14,7 +33,9 @@ impl MasterState {
             if let Some(&id) = self.idem.get(key)
                 && let Some(a) = self.active.get_mut(&id)
             {
-                if a.durable {
+                if let Err(e) = same_request(key, &a.rec, &t) {
+                    let _ = reply.send(Err(e));
+                } else if a.durable {
                     let _ = reply.send(Ok(Submitted {
                         task: a.rec.clone(),
                         duplicate: true,
@@ -29,10 +50,11 @@ impl MasterState {
                 None => Ok(None),
             }) {
                 Ok(Some(rec)) => {
-                    let _ = reply.send(Ok(Submitted {
+                    let answer = same_request(key, &rec, &t).map(|()| Submitted {
                         task: rec,
                         duplicate: true,
-                    }));
+                    });
+                    let _ = reply.send(answer);
                     return;
                 }
                 Ok(None) => {}

@@ -34,6 +34,15 @@ impl MasterState {
         let from = t.rec.status;
         let to = match lifecycle::next(Some(from), event) {
             Ok(to) => to,
+            // The planted defect commits a result for any unfinished task, past the table.
+            #[cfg(feature = "planted-bugs")]
+            Err(_)
+                if self.planted.accept_stale_results
+                    && event == Event::Complete
+                    && !from.is_terminal() =>
+            {
+                Status::Completed
+            }
             Err(refused) => {
                 self.refused += 1;
                 metrics::counter!("heatmesh_transitions_refused_total").increment(1);

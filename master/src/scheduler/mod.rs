@@ -81,6 +81,10 @@ pub enum ApiError {
     /// The operation does not apply in the task's state.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The request clashes with one made earlier (an idempotency key reused for another
+    /// request).
+    #[error("{0}")]
+    Conflict(String),
     /// The ledger could not make the change durable.
     #[error(transparent)]
     Ledger(#[from] LedgerError),

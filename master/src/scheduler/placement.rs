@@ -1,10 +1,10 @@
 //! Placement: which node runs each plant, under which epoch, and what happens to its work
 //! when the plant, its node or an operator moves it.
 
-use super::retry::backoff;
 use super::{AgentView, Effect, MasterMsg, MasterState, NodeRt, PlantRt, QueueKey};
 use crate::task::Status;
 use heatmesh_agents::AgentStatus;
+use heatmesh_base::Backoff;
 use heatmesh_mesh::{NodeLink, NodeSession, PlantLink};
 use std::sync::Arc;
 use std::time::Duration;
@@ -271,10 +271,11 @@ impl MasterState {
             Err(e) => {
                 p.status = PlantStatus::Failed;
                 p.replace_failures += 1;
-                let delay = backoff(
-                    self.cfg.scheduler.replace_backoff_ms,
-                    30_000,
+                let delay = Backoff::nth(
+                    Duration::from_millis(self.cfg.scheduler.replace_backoff_ms),
+                    Duration::from_secs(30),
                     p.replace_failures,
+                    heatmesh_base::name_seed(&plant),
                 );
                 tracing::error!(plant = %plant, epoch, "placement failed: {e}; retry in {delay:?}");
                 self.after(delay, MasterMsg::Replace(plant));

@@ -7,13 +7,8 @@
 
 use super::MasterState;
 use super::lifecycle::Event;
+use heatmesh_base::Backoff;
 use std::time::Duration;
-
-/// Delay before retry `n` (1-based): `initial_ms` doubling per failure, capped at `max_ms`.
-pub(super) fn backoff(initial_ms: u64, max_ms: u64, n: u32) -> Duration {
-    let exp = n.saturating_sub(1).min(30);
-    Duration::from_millis(initial_ms.saturating_mul(1u64 << exp).min(max_ms))
-}
 
 impl MasterState {
     /// Marks a task orphaned and, when its plant is still in the fleet and the task has not
@@ -53,14 +48,16 @@ impl MasterState {
     /// The current attempt failed: retry after a backoff while the budget lasts.
     pub(super) fn attempt_failed(&mut self, id: u64, error: String, retryable: bool) {
         let s = &self.cfg.scheduler;
-        let (initial, max) = (s.retry_backoff_initial_ms, s.retry_backoff_max_ms);
+        let initial = Duration::from_millis(s.retry_backoff_initial_ms);
+        let max = Duration::from_millis(s.retry_backoff_max_ms);
         let Some(t) = self.active.get_mut(&id) else {
             return;
         };
         t.rec.failures += 1;
         t.rec.error = Some(error.clone());
         if retryable && t.rec.failures < t.rec.max_attempts {
-            let delay = backoff(initial, max, t.rec.failures);
+            // Jittered per task, so tasks that failed together do not all come back together.
+            let delay = Backoff::nth(initial, max, t.rec.failures, id);
             let detail = format!(
                 "attempt {} failed ({}/{} failures): {error}; retry in {} ms",
                 t.rec.attempt,
@@ -82,21 +79,5 @@ impl MasterState {
             };
             self.transition(id, Event::GiveUp, detail, None);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::backoff;
-    use std::time::Duration;
-
-    #[test]
-    fn backoff_doubles_from_the_first_failure_and_stops_at_the_cap() {
-        let ms = |n| backoff(100, 1_000, n);
-        assert_eq!(ms(1), Duration::from_millis(100));
-        assert_eq!(ms(2), Duration::from_millis(200));
-        assert_eq!(ms(4), Duration::from_millis(800));
-        assert_eq!(ms(5), Duration::from_millis(1_000));
-        assert_eq!(ms(u32::MAX), Duration::from_millis(1_000));
     }
 }

@@ -833,23 +833,6 @@ async fn sweep(channel: Channel, shared: Arc<Shared>, mut stop: watch::Receiver<
 // ---------------------------------------------------------------------------------------
 // Sending.
 
-/// splitmix64: a repeatable choice of target per task without a dependency.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 fn with_timeout<T>(msg: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
     r.set_timeout(CALL_TIMEOUT);
@@ -878,7 +861,7 @@ async fn send_coordination(
     max_open: u64,
     seed: u64,
 ) {
-    let mut rng = SplitMix(seed);
+    let mut rng = heatmesh_base::Rng::new(seed);
     let mut k = 1;
     while let Some(t) = sched.time_of(k) {
         k += 1;
@@ -1473,7 +1456,7 @@ mod tests {
 
     #[test]
     fn splitmix_spreads_over_targets() {
-        let mut r = SplitMix(7);
+        let mut r = heatmesh_base::Rng::new(7);
         let mut seen = [0u32; 6];
         for _ in 0..6000 {
             seen[r.below(6)] += 1;

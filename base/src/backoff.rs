@@ -1,6 +1,7 @@
 //! Exponential backoff with jitter, so the nodes of a site that lost a source together do
 //! not reconnect in lockstep.
 
+use crate::Rng;
 use std::time::Duration;
 
 /// Delays that start at `initial`, double up to `max`, each drawn uniformly from its upper
@@ -10,7 +11,7 @@ pub struct Backoff {
     initial: Duration,
     max: Duration,
     next: Duration,
-    state: u64,
+    rng: Rng,
 }
 
 impl Backoff {
@@ -20,37 +21,46 @@ impl Backoff {
             initial,
             max: max.max(initial),
             next: initial,
-            state: seed ^ 0x9E37_79B9_7F4A_7C15,
+            rng: Rng::new(seed ^ 0x9E37_79B9_7F4A_7C15),
         }
     }
 
     /// A backoff whose jitter is seeded by a name (a node or source id), so two users with
     /// different names draw different delays and one name draws the same ones every run.
     pub fn named(initial: Duration, max: Duration, name: &str) -> Backoff {
-        let seed = name
-            .bytes()
-            .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
-        Backoff::new(initial, max, seed)
+        Backoff {
+            rng: Rng::named(name),
+            ..Backoff::new(initial, max, 0)
+        }
     }
 
     /// The next delay to wait.
     pub fn next_delay(&mut self) -> Duration {
-        // SplitMix64 step: enough randomness for jitter, and deterministic per seed.
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
         let cap = self.next;
         self.next = (self.next * 2).min(self.max);
-        let half = cap / 2;
-        half + Duration::from_nanos(z % (half.as_nanos() as u64 + 1))
+        jittered(cap, &mut self.rng)
+    }
+
+    /// The delay before retry `n` (1-based) of something whose retries are counted
+    /// elsewhere (a task's failures, a child's restarts): `initial` doubled `n - 1` times,
+    /// capped at `max`, jittered within its upper half by `seed` and `n`, so one seed draws
+    /// the same delays every run.
+    pub fn nth(initial: Duration, max: Duration, n: u32, seed: u64) -> Duration {
+        let exp = n.saturating_sub(1).min(30);
+        let cap = initial.saturating_mul(1 << exp).min(max.max(initial));
+        jittered(cap, &mut Rng::new(seed ^ u64::from(n).rotate_left(32)))
     }
 
     /// Back to the first delay (after a success).
     pub fn reset(&mut self) {
         self.next = self.initial;
     }
+}
+
+/// A delay drawn uniformly from the upper half of `cap` ("equal jitter").
+fn jittered(cap: Duration, rng: &mut Rng) -> Duration {
+    let half = cap / 2;
+    half + Duration::from_nanos(rng.next_u64() % (half.as_nanos() as u64 + 1))
 }
 
 #[cfg(test)]
@@ -73,6 +83,30 @@ mod tests {
             .collect();
         assert!(
             draws[0] != draws[1] || draws[1] != draws[2],
+            "seeds vary the jitter"
+        );
+    }
+
+    #[test]
+    fn nth_doubles_per_retry_within_its_upper_half_and_replays_per_seed() {
+        let ms = Duration::from_millis;
+        for (n, cap) in [
+            (1, 100),
+            (2, 200),
+            (3, 400),
+            (4, 800),
+            (5, 1_000),
+            (40, 1_000),
+        ] {
+            let d = Backoff::nth(ms(100), ms(1_000), n, 9);
+            assert!(d >= ms(cap) / 2 && d <= ms(cap), "{d:?} for retry {n}");
+            assert_eq!(d, Backoff::nth(ms(100), ms(1_000), n, 9), "replays");
+        }
+        let draws: Vec<Duration> = (0..8)
+            .map(|s| Backoff::nth(ms(100), ms(100), 1, s))
+            .collect();
+        assert!(
+            draws.windows(2).any(|w| w[0] != w[1]),
             "seeds vary the jitter"
         );
     }
