@@ -247,6 +247,26 @@ async fn rebalance_moves_a_plant_off_a_crowded_node() {
     assert!(again.is_empty(), "{again:?}");
 }
 
+type Mesh = pb::mesh_service_client::MeshServiceClient<tonic::transport::Channel>;
+
+async fn list_nodes(mesh: &mut Mesh) -> Vec<pb::Node> {
+    mesh.list_nodes(pb::ListNodesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .nodes
+}
+
+async fn plant_001(mesh: &mut Mesh) -> pb::Plant {
+    let plants = mesh.list_plants(pb::ListPlantsRequest {}).await.unwrap();
+    plants
+        .into_inner()
+        .plants
+        .into_iter()
+        .find(|p| p.id == "Plant-001")
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_second_node_with_a_live_nodes_id_is_refused_until_the_first_dies() {
     let mut c = Cluster::new(Path::new(BIN)).unwrap();
@@ -256,20 +276,9 @@ async fn a_second_node_with_a_live_nodes_id_is_refused_until_the_first_dies() {
     c.wait_placement(&[("Plant-001", "node-1")], Duration::from_secs(30))
         .await;
     let mut mesh = pb::mesh_service_client::MeshServiceClient::new(c.channel().await);
-    let plant = |ps: Vec<pb::Plant>| ps.into_iter().find(|p| p.id == "Plant-001").unwrap();
-    let before = plant(
-        mesh.list_plants(pb::ListPlantsRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .plants,
-    );
-    let first = mesh
-        .list_nodes(pb::ListNodesRequest {})
+    let before = plant_001(&mut mesh).await;
+    let first = list_nodes(&mut mesh)
         .await
-        .unwrap()
-        .into_inner()
-        .nodes
         .into_iter()
         .find(|n| n.id == "node-1")
         .unwrap();
@@ -301,22 +310,11 @@ async fn a_second_node_with_a_live_nodes_id_is_refused_until_the_first_dies() {
         "is already attached from {first_addr} (node epoch {first_epoch}); this attach from {twin_listen} is refused"
     );
     assert!(text.contains(&want), "twin's log lacks {want:?}:\n{text}");
-    let nodes = mesh
-        .list_nodes(pb::ListNodesRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .nodes;
+    let nodes = list_nodes(&mut mesh).await;
     let ones: Vec<_> = nodes.iter().filter(|n| n.id == "node-1").collect();
     assert_eq!(ones.len(), 1);
     assert_eq!(ones[0].address, first_addr);
-    let now = plant(
-        mesh.list_plants(pb::ListPlantsRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .plants,
-    );
+    let now = plant_001(&mut mesh).await;
     assert_eq!(
         (now.node.as_str(), now.epoch),
         ("node-1", before.epoch),
@@ -327,19 +325,8 @@ async fn a_second_node_with_a_live_nodes_id_is_refused_until_the_first_dies() {
     c.nodes.get_mut("node-1").unwrap().kill9();
     let end = Instant::now() + Duration::from_secs(20);
     loop {
-        let nodes = mesh
-            .list_nodes(pb::ListNodesRequest {})
-            .await
-            .unwrap()
-            .into_inner()
-            .nodes;
-        let p = plant(
-            mesh.list_plants(pb::ListPlantsRequest {})
-                .await
-                .unwrap()
-                .into_inner()
-                .plants,
-        );
+        let nodes = list_nodes(&mut mesh).await;
+        let p = plant_001(&mut mesh).await;
         let twin_holds = nodes.iter().any(|n| {
             n.id == "node-1" && n.address == twin_listen.to_string() && n.status == "connected"
         });

@@ -111,6 +111,12 @@ pub fn submit(plant: &str, req: pb::HeatBalanceRequest) -> pb::SubmitTaskRequest
     }
 }
 
+/// Every task the ledger holds (first page of ListTasks).
+pub async fn tasks_held(h: &mut Harness) -> Vec<pb::Task> {
+    let all = h.tasks.list_tasks(pb::ListTasksRequest::default()).await;
+    all.unwrap().into_inner().tasks
+}
+
 /// Submits and returns the accepted task's id (the request must be accepted).
 pub async fn submit_ok(h: &mut Harness, req: pb::SubmitTaskRequest) -> String {
     h.tasks
