@@ -46,8 +46,10 @@ pub struct SchedulerConfig {
     /// it fails for good (per-task override on submit). Attempts cut short because the
     /// plant or its node went away count against `max_orphaned` instead.
     pub max_attempts: u32,
-    /// Times a task may be orphaned (its plant or node lost while it ran there) and
-    /// re-queued; one more and it fails, its journal saying why. Counted while the master
+    /// Times a task may be orphaned (its agent, plant or node lost while it was there) and
+    /// re-queued; one more and it fails, its journal saying why. Tasks queued behind an
+    /// agent in a crash loop are orphaned at each crash, so this sits well above the
+    /// restart intensity. Counted while the master
     /// runs: a restart re-queues everything and starts the count afresh.
     pub max_orphaned: u32,
     /// First retry delay, ms; doubles per failure.
@@ -68,7 +70,7 @@ impl Default for SchedulerConfig {
     fn default() -> Self {
         SchedulerConfig {
             max_attempts: 3,
-            max_orphaned: 10,
+            max_orphaned: 25,
             retry_backoff_initial_ms: 100,
             retry_backoff_max_ms: 30_000,
             lease_ms: 30_000,
