@@ -625,3 +625,52 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
         .unwrap_or(0);
     (code, buf)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn overload_is_refused_with_a_retry_hint_and_loses_nothing_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    // A queue of one commit: every submit that finds the log busy is shed.
+    cfg.limits.max_commit_queue = 1;
+    let mut h = start_with(cfg, dir, false).await;
+    let sends = (0..400).map(|i| {
+        let mut c = h.tasks.clone();
+        let mut req = submit("Plant-001", seed_balance());
+        req.idempotency_key = format!("burst-{i}");
+        tokio::spawn(async move { c.submit_task(req).await })
+    });
+    let (mut accepted, mut shed) = (Vec::new(), 0);
+    for r in futures::future::join_all(sends).await {
+        match r.unwrap() {
+            Ok(t) => accepted.push(t.into_inner().task.unwrap().id),
+            Err(e) => {
+                assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+                assert!(
+                    e.message().starts_with("ledger: ")
+                        && e.message().contains("limits.max_commit_queue = 1")
+                        && e.message()
+                            .ends_with("nothing was accepted, retry in 100 ms"),
+                    "{}",
+                    e.message()
+                );
+                assert_eq!(e.metadata().get("grpc-retry-pushback-ms").unwrap(), "100");
+                shed += 1;
+            }
+        }
+    }
+    assert!(
+        shed > 0,
+        "400 concurrent submits against a queue of one: none shed"
+    );
+    assert!(!accepted.is_empty(), "some submits must get through");
+    for id in &accepted {
+        let t = wait_terminal(&mut h.tasks, id, T).await;
+        assert_eq!(t.status(), S::Completed);
+    }
+    // Exactly the accepted tasks exist: a shed submit left nothing behind.
+    let mut held: Vec<String> = tasks_held(&mut h).await.into_iter().map(|t| t.id).collect();
+    held.sort();
+    accepted.sort();
+    assert_eq!(held, accepted);
+    h.mesh.shutdown().await;
+}

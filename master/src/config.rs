@@ -89,6 +89,9 @@ pub struct Limits {
     pub max_payload_bytes: usize,
     /// Largest idempotency key, bytes.
     pub max_idempotency_key_bytes: usize,
+    /// Commits waiting for the ledger's log beyond which new submits are refused with
+    /// RESOURCE_EXHAUSTED (and a retry hint) instead of queueing without bound.
+    pub max_commit_queue: usize,
 }
 
 impl Default for Limits {
@@ -96,6 +99,7 @@ impl Default for Limits {
         Limits {
             max_payload_bytes: 256 * 1024,
             max_idempotency_key_bytes: 256,
+            max_commit_queue: 65_536,
         }
     }
 }

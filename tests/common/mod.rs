@@ -111,9 +111,13 @@ pub fn submit(plant: &str, req: pb::HeatBalanceRequest) -> pb::SubmitTaskRequest
     }
 }
 
-/// Every task the ledger holds (first page of ListTasks).
+/// The tasks the ledger holds, up to ListTasks' largest page (1,000).
 pub async fn tasks_held(h: &mut Harness) -> Vec<pb::Task> {
-    let all = h.tasks.list_tasks(pb::ListTasksRequest::default()).await;
+    let page = pb::ListTasksRequest {
+        page_size: 1000,
+        ..Default::default()
+    };
+    let all = h.tasks.list_tasks(page).await;
     all.unwrap().into_inner().tasks
 }
 

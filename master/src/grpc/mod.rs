@@ -40,6 +40,36 @@ pub struct Api {
     pub config: Arc<Config>,
 }
 
+/// How long a refused client should wait before trying again (`grpc-retry-pushback-ms`).
+const RETRY_PUSHBACK_MS: u64 = 100;
+
+impl Api {
+    /// Refuses new work while the ledger's commit queue is at its limit, so overload turns
+    /// into quick refusals with a retry hint, not into memory growth and timeouts. Changes
+    /// to tasks already accepted are never refused.
+    fn shed_when_overloaded(&self) -> Result<(), GrpcStatus> {
+        let (queued, limit) = (
+            self.ledger.queued_commits(),
+            self.config.limits.max_commit_queue,
+        );
+        if queued < limit {
+            return Ok(());
+        }
+        metrics::counter!("heatmesh_submits_shed_total").increment(1);
+        let mut s = GrpcStatus::resource_exhausted(format!(
+            "ledger: {queued} commits are waiting for the log (limit limits.max_commit_queue = {limit}); nothing was accepted, retry in {RETRY_PUSHBACK_MS} ms"
+        ));
+        s.metadata_mut().insert(
+            "grpc-retry-pushback-ms",
+            RETRY_PUSHBACK_MS
+                .to_string()
+                .parse()
+                .expect("digits are valid metadata"),
+        );
+        Err(s)
+    }
+}
+
 impl From<ApiError> for GrpcStatus {
     fn from(e: ApiError) -> Self {
         match e {
@@ -178,6 +208,7 @@ impl TaskService for Api {
         req: Request<pb::SubmitTaskRequest>,
     ) -> Result<Response<pb::SubmitTaskResponse>, GrpcStatus> {
         let task = self.validate_submit(req.into_inner())?;
+        self.shed_when_overloaded()?;
         let s = self.call(|r| MasterMsg::Submit(task, r)).await??;
         Ok(Response::new(pb::SubmitTaskResponse {
             task: Some(task_to_proto(&s.task, vec![])),

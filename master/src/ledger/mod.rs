@@ -29,7 +29,7 @@ pub mod wal;
 use crate::task::{TaskRecord, Transition};
 use codec::{APPLIED_KEY, FORMAT, FORMAT_KEY};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -193,6 +193,8 @@ pub struct Ledger {
 /// Positions and figures shared by the three ledger threads.
 #[derive(Default)]
 struct Positions {
+    /// Commits queued for the log thread and not yet taken into a group.
+    queued: AtomicUsize,
     /// Highest LSN applied to sled (not necessarily flushed).
     applied: AtomicU64,
     /// Highest LSN known to be in sled's durable state.
@@ -405,7 +407,16 @@ impl Ledger {
 
     /// Queues a commit. Its callback runs once it is durable.
     pub fn submit(&self, c: Commit) -> Result<(), LedgerError> {
-        self.tx.send(c).map_err(|_| LedgerError::Closed)
+        self.pos.queued.fetch_add(1, Ordering::AcqRel);
+        self.tx.send(c).map_err(|_| {
+            self.pos.queued.fetch_sub(1, Ordering::AcqRel);
+            LedgerError::Closed
+        })
+    }
+
+    /// Commits waiting for the log thread: the depth load shedding is judged on.
+    pub fn queued_commits(&self) -> usize {
+        self.pos.queued.load(Ordering::Acquire)
     }
 
     /// Resolves once every commit queued before it is durable, so reads that follow see
@@ -493,6 +504,7 @@ fn log_loop(
                 Err(_) => break,
             }
         }
+        pos.queued.fetch_sub(commits.len(), Ordering::AcqRel);
         let started = Instant::now();
         let mut payload = Vec::new();
         for op in commits.iter().flat_map(|c| c.ops.iter()) {
