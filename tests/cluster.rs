@@ -341,3 +341,55 @@ async fn a_second_node_with_a_live_nodes_id_is_refused_until_the_first_dies() {
     }
     twin.kill9();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_master_fences_no_healthy_node_but_still_a_hung_one() {
+    let mut c = Cluster::new(Path::new(BIN)).unwrap();
+    c.start_master();
+    c.start_standard(false, None).await;
+    let mut mesh = Mesh::new(c.channel().await);
+    let before = list_nodes(&mut mesh).await;
+    let lost_before = c.metric("heatmesh_node_lost_total").await;
+
+    // The master stops for 3 s (three leases); 0.3 s into it node-3 hangs for good.
+    let master = c.master.as_ref().unwrap();
+    master.signal("STOP").unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.nodes["node-3"].signal("STOP").unwrap();
+    tokio::time::sleep(Duration::from_millis(2700)).await;
+    c.master.as_ref().unwrap().signal("CONT").unwrap();
+    let woke = Instant::now();
+
+    // The hung node is still found, one lease (1 s) after the master resumed judging.
+    c.wait_node_status("node-3", "disconnected", Duration::from_secs(5))
+        .await;
+    let found = woke.elapsed();
+    assert!(
+        found >= Duration::from_millis(900),
+        "fenced {found:?} after the wake: before its restarted lease ran out"
+    );
+    // The healthy nodes kept their sessions: same node epochs, connected, never lost.
+    let after = list_nodes(&mut mesh).await;
+    for id in ["node-1", "node-2"] {
+        let (b, a) = (
+            before.iter().find(|n| n.id == id).unwrap(),
+            after.iter().find(|n| n.id == id).unwrap(),
+        );
+        assert_eq!(
+            (a.status.as_str(), a.epoch),
+            ("connected", b.epoch),
+            "{id}: {a:?}"
+        );
+    }
+    assert_eq!(
+        c.metric("heatmesh_node_lost_total").await,
+        lost_before + 1.0
+    );
+    assert!(
+        c.metric("heatmesh_master_stalls_total").await >= 2.0,
+        "each session saw the stall"
+    );
+    let p = plant_001(&mut mesh).await;
+    assert_eq!(p.node, "node-1", "Plant-001 stayed where it ran");
+    c.nodes["node-3"].signal("CONT").unwrap();
+}

@@ -192,6 +192,9 @@ pub trait Dialer: Send + Sync {
     ) -> BoxFuture<'_, Result<MasterStream, Status>>;
 }
 
+/// How long a node keeps its connection while the master answers no keepalive ping, s.
+pub const MASTER_STALL_TOLERANCE_S: u64 = 5;
+
 /// Dials the master's NodeService over gRPC, with HTTP/2 keepalive so a dead path is
 /// noticed even when the master has nothing to send.
 #[derive(Debug, Clone)]
@@ -212,8 +215,12 @@ impl Dialer for GrpcDialer {
                 .map_err(|e| Status::invalid_argument(format!("invalid master address: {e}")))?
                 .connect_timeout(self.connect_timeout)
                 .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_millis(500))
-                .keep_alive_timeout(Duration::from_secs(1))
+                // The master fences on its own lease; the node's keepalive only has to find
+                // a dead connection to redial. It waits out a master that stalls for a few
+                // seconds (GC-free, but SIGSTOP, VM pauses and swapping happen), so a stall
+                // does not turn into every node dropping its session.
+                .http2_keep_alive_interval(Duration::from_secs(1))
+                .keep_alive_timeout(Duration::from_secs(MASTER_STALL_TOLERANCE_S))
                 .keep_alive_while_idle(true);
             let channel = tokio::time::timeout(self.connect_timeout, endpoint.connect())
                 .await

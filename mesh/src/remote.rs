@@ -447,6 +447,7 @@ impl NodeServer {
         let lease = self.settings.lease;
         let mut last = Instant::now();
         let mut check = tokio::time::interval(lease / 10);
+        let mut checked = Instant::now();
         let reason = loop {
             tokio::select! {
                 msg = inbound.next() => match msg.transpose() {
@@ -500,6 +501,19 @@ impl NodeServer {
                     Err(e) => break format!("connection lost: {}", e.message()),
                 },
                 _ = check.tick() => {
+                    let gap = checked.elapsed();
+                    checked = Instant::now();
+                    if gap > lease / 5 {
+                        // The master itself did not run (SIGSTOP, a VM pause, swapping): what
+                        // the node sent meanwhile is still unread in the socket. Judge the
+                        // lease on what arrived, so it starts again from now, as etcd and
+                        // Nomad extend leases after a leader change. A node that really died
+                        // is fenced one lease later.
+                        metrics::counter!("heatmesh_master_stalls_total").increment(1);
+                        tracing::warn!(node = %node.id, stalled_ms = gap.as_millis() as u64, "master stalled; node lease restarted");
+                        last = checked;
+                        continue;
+                    }
                     if last.elapsed() > lease {
                         break format!("lease expired: no heartbeat for {} ms", last.elapsed().as_millis());
                     }
@@ -524,6 +538,22 @@ impl NodeServer {
             node_epoch: node.node_epoch,
             reason,
             silent_for,
+        });
+        // What the node sent before it learnt of the fence (held in a partition, say) may
+        // still arrive on this stream. Results among it answer dispatches that were fenced,
+        // so they are rejected, and counted as the stale results they are.
+        let drain_for = self.settings.lease * 30;
+        let id = node.id.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(drain_for, async {
+                while let Some(Ok(f)) = inbound.next().await {
+                    if let Some(Up::TaskDone(t)) = f.frame {
+                        metrics::counter!("heatmesh_stale_results_total").increment(1);
+                        tracing::debug!(node = %id, task_id = t.task_id, attempt = t.attempt, "late result on a fenced session rejected");
+                    }
+                }
+            })
+            .await;
         });
     }
 }

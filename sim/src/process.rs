@@ -61,6 +61,22 @@ impl Proc {
         self.child.as_ref().map(|c| c.id())
     }
 
+    /// Sends a signal by name (`STOP` hangs the process as a stalled machine would, `CONT`
+    /// resumes it), through the system's `kill` so no unsafe code is needed.
+    pub fn signal(&self, name: &str) -> std::io::Result<()> {
+        let pid = self
+            .pid()
+            .ok_or_else(|| std::io::Error::other("process already reaped"))?;
+        let s = Command::new("kill")
+            .args(["-s", name, &pid.to_string()])
+            .status()?;
+        if s.success() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!("kill -s {name} {pid}: {s}")))
+        }
+    }
+
     /// The exit status if it has exited.
     pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
         self.child

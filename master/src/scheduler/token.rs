@@ -24,7 +24,9 @@ pub struct DispatchToken {
     pub session: NodeSession,
 }
 
-/// A report's standing against the dispatch the master holds.
+/// A report's standing against the dispatch the master holds. An answer to an earlier
+/// dispatch is stale wherever it comes from; only a claim on the dispatch outstanding made
+/// on another node's session is foreign.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// It answers the current dispatch.
@@ -57,19 +59,18 @@ pub fn judge(
     let Some(h) = held else {
         return Verdict::Stale;
     };
-    if h.session != *from {
-        // An older session of the same node may still deliver (a re-attached node's late
-        // frames): stale. A different node naming this task: foreign.
-        return if h.session.node == from.node {
-            Verdict::Stale
-        } else {
-            Verdict::Foreign
-        };
+    if h.attempt != attempt || h.epoch != epoch {
+        // An earlier dispatch's answer, wherever it comes from (a fenced node's late result).
+        return Verdict::Stale;
     }
-    if h.attempt == attempt && h.epoch == epoch {
+    if h.session == *from {
         Verdict::Current
-    } else {
+    } else if h.session.node == from.node {
+        // An older session of the same node still delivering.
         Verdict::Stale
+    } else {
+        // Another node claiming the dispatch outstanding: never a correct node's doing.
+        Verdict::Foreign
     }
 }
 
@@ -78,9 +79,10 @@ pub fn judge(
 pub fn judge_plant(held: Option<(u64, &NodeSession)>, epoch: u64, from: &NodeSession) -> Verdict {
     match held {
         None => Verdict::Stale,
-        Some((_, s)) if s.node != from.node => Verdict::Foreign,
-        Some((e, s)) if e == epoch && s == from => Verdict::Current,
-        Some(_) => Verdict::Stale,
+        Some((e, _)) if e != epoch => Verdict::Stale,
+        Some((_, s)) if s == from => Verdict::Current,
+        Some((_, s)) if s.node == from.node => Verdict::Stale,
+        Some(_) => Verdict::Foreign,
     }
 }
 
@@ -109,7 +111,7 @@ mod tests {
             (3, 5, s("node-1", 3), Verdict::Stale),
             (2, 5, s("node-1", 2), Verdict::Stale),
             (2, 5, s("node-2", 3), Verdict::Foreign),
-            (1, 1, s("node-2", 1), Verdict::Foreign),
+            (1, 1, s("node-2", 1), Verdict::Stale),
         ];
         for (attempt, epoch, from, want) in cases {
             assert_eq!(
@@ -129,6 +131,7 @@ mod tests {
             (6, s("node-1", 3), Verdict::Stale),
             (7, s("node-1", 2), Verdict::Stale),
             (7, s("node-2", 1), Verdict::Foreign),
+            (6, s("node-2", 1), Verdict::Stale),
         ];
         for (epoch, from, want) in cases {
             assert_eq!(
