@@ -173,3 +173,42 @@ async fn invalid_inputs_name_the_field_for_every_kind() {
     assert!(held.is_empty(), "refused requests reached the ledger");
     h.mesh.shutdown().await;
 }
+
+#[tokio::test]
+async fn unknown_fields_in_a_json_payload_are_refused_naming_them() {
+    let mut h = start(true).await;
+    let cases = [
+        ("Plant-001", "GL-009", "closure_treshold_pct"),
+        ("Plant-001", "GL-001", "setpionts"),
+        ("Plant-001", "GL-002", "not_a_field"),
+        ("Plant-001", "GL-003", "not_a_field"),
+        ("Plant-001", "GL-004", "not_a_field"),
+        ("Plant-003", "GL-006", "not_a_field"),
+        ("Plant-001", "GL-012", "not_a_field"),
+        ("Plant-002", "GL-014", "not_a_field"),
+    ];
+    for (plant, kind, typo) in cases {
+        let mut v: serde_json::Value = serde_json::from_str(&example(kind)).unwrap();
+        v[typo] = serde_json::json!(3.0);
+        let req = request(
+            plant,
+            Request::Json(pb::JsonRequest {
+                agent_kind: kind.into(),
+                json: v.to_string(),
+            }),
+        );
+        let e = h.tasks.submit_task(req).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{kind}: {}", e.message());
+        assert!(
+            e.message().starts_with("payload.json.json")
+                && e.message().contains(&format!("unknown field `{typo}`")),
+            "{kind}: {}",
+            e.message()
+        );
+    }
+    assert!(
+        tasks_held(&mut h).await.is_empty(),
+        "a refused payload reached the ledger"
+    );
+    h.mesh.shutdown().await;
+}

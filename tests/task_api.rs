@@ -674,3 +674,68 @@ async fn overload_is_refused_with_a_retry_hint_and_loses_nothing_accepted() {
     assert_eq!(held, accepted);
     h.mesh.shutdown().await;
 }
+
+#[tokio::test]
+async fn malformed_deadlines_ids_and_oversized_plant_ids_are_refused() {
+    let mut h = start(true).await;
+    let deadline = |seconds, nanos| {
+        let mut r = submit("Plant-001", seed_balance());
+        r.deadline = Some(prost_types::Duration { seconds, nanos });
+        r
+    };
+    for (req, want) in [
+        (
+            deadline(5, -1),
+            "deadline.nanos: must be within [0, 999999999]",
+        ),
+        (
+            deadline(-5, 1),
+            "deadline: must be a positive duration, got -5s",
+        ),
+        (
+            deadline(1, 1_500_000_000),
+            "deadline.nanos: must be within [0, 999999999]",
+        ),
+        (deadline(0, 0), "deadline: must be > 0"),
+    ] {
+        let e = h.tasks.submit_task(req).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().starts_with(want), "{}", e.message());
+    }
+    let id = submit_ok(&mut h, submit("Plant-001", seed_balance())).await;
+    assert_eq!(id, "1");
+    for bad in [" 1", "+1", "01", "1 ", "1e0", "18446744073709551616", ""] {
+        let e = h
+            .tasks
+            .get_task(pb::GetTaskRequest { id: bad.into() })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{bad:?}");
+        assert!(
+            e.message().contains("canonical decimal"),
+            "{bad:?}: {}",
+            e.message()
+        );
+    }
+    h.tasks.get_task(pb::GetTaskRequest { id }).await.unwrap();
+
+    // A 100 kB plant id is named by its head and its length, not echoed whole.
+    let e = h
+        .tasks
+        .submit_task(submit(&"x".repeat(100_000), seed_balance()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    assert!(
+        e.message().len() < 300,
+        "{} bytes of message",
+        e.message().len()
+    );
+    assert!(
+        e.message().contains("... (100000 bytes)"),
+        "{}",
+        e.message()
+    );
+    assert_eq!(tasks_held(&mut h).await.len(), 1);
+    h.mesh.shutdown().await;
+}

@@ -15,6 +15,7 @@ const BALANCE_TOLERANCE: f64 = 1e-6;
 
 /// One unit's setpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UnitSetpoint {
     /// Unit id as in the fleet configuration.
     pub id: String,
@@ -27,6 +28,7 @@ pub struct UnitSetpoint {
 
 /// The setpoints of one plant, as the master sends them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SetpointsRequest {
     /// Who computed them (`GL-001`).
     #[serde(default)]

@@ -48,6 +48,7 @@ pub fn dry_flue_gas_loss_pct(m_kg_kg: f64, cp: f64, t_flue_c: f64, t_amb_c: f64,
 
 /// A GL-002 request. `method` picks which group of fields is used; the other group is ignored.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BoilerEfficiencyRequest {
     /// `direct` (input-output) or `indirect` (heat-loss).
     #[serde(default)]

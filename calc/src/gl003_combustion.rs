@@ -284,6 +284,7 @@ pub fn molecule_stoich_air(c: f64, h: f64) -> (f64, f64) {
 /// A GL-003 request: the fuel (by name and/or ultimate analysis), the flue-gas analysis and,
 /// optionally, temperatures for the Siegert loss and an O2 target.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CombustionRequest {
     /// Fuel name (see `known_fuels`); optional when an ultimate analysis is given.
     #[serde(default)]

@@ -153,6 +153,7 @@ pub fn compliance(value: f64, limit: f64) -> (&'static str, f64) {
 
 /// A GL-004 request: fuel energy over a period, pollutant inputs, heat output and limits.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EmissionsRequest {
     /// `ipcc_2006` (net basis, kg/TJ) or `epa_ghgrp` (gross basis, kg/MMBtu).
     #[serde(default)]

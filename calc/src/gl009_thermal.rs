@@ -64,6 +64,7 @@ const SANKEY_RESIDUAL_EPS: f64 = 1e-12;
 /// Only `name` and `energy_kwh` are required; the rest switch on the second-law and
 /// data-quality analyses for this stream.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EnergyFlow {
     /// Stream name as the operator knows it (`fuel`, `steam`, `stack loss`).
     pub name: String,
@@ -96,6 +97,7 @@ pub struct EnergyFlow {
 
 /// A heat-balance request: what came in, what left as useful output, what was measured lost.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HeatBalanceRequest {
     /// Energy inputs (fuel, electricity, ...). At least one; the total must be > 0.
     pub inputs: Vec<EnergyFlow>,

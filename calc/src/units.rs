@@ -461,6 +461,7 @@ fn gross_net_ratio(from: Basis, to: Basis, ratio: Option<f64>) -> Result<f64, Ca
 
 /// A fuel's calorific value: energy per metered unit, on a named basis.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CalorificValue {
     /// kWh per `unit` of fuel. Must be finite and > 0.
     pub value_kwh_per_unit: f64,

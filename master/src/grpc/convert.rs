@@ -428,15 +428,48 @@ pub fn event_to_proto(rec: &TaskRecord) -> pb::TaskEvent {
 
 /// Parses a task id, naming the field.
 pub fn parse_id(field: &str, s: &str) -> Result<u64, GrpcStatus> {
-    s.trim()
-        .parse::<u64>()
-        .ok()
-        .filter(|&id| id > 0)
+    // Canonical decimal only: " 1", "+1" and "01" are not task 1, so one task has one name.
+    let canonical = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && !s.starts_with('0');
+    canonical
+        .then(|| s.parse::<u64>().ok())
+        .flatten()
         .ok_or_else(|| {
             GrpcStatus::invalid_argument(format!(
-                "{field}: must be a task id (a positive integer), got {s:?}"
+                "{field}: must be a task id (a positive integer in canonical decimal), got {}",
+                shown(s)
             ))
         })
+}
+
+/// A client's text as an error message quotes it: whole when short, else its first 64
+/// characters and its length, so an oversized field is not echoed back whole.
+pub fn shown(s: &str) -> String {
+    const MAX: usize = 64;
+    if s.chars().count() <= MAX {
+        return format!("{s:?}");
+    }
+    let head: String = s.chars().take(MAX).collect();
+    format!("{head:?}... ({} bytes)", s.len())
+}
+
+/// A protobuf duration that must be non-negative and well formed: nanos within
+/// [0, 999,999,999] and no sign mixed between seconds and nanos.
+pub fn checked_duration(
+    field: &str,
+    d: prost_types::Duration,
+) -> Result<std::time::Duration, GrpcStatus> {
+    if !(0..1_000_000_000).contains(&d.nanos) {
+        return Err(GrpcStatus::invalid_argument(format!(
+            "{field}.nanos: must be within [0, 999999999] (seconds carry the rest, and a duration here is never negative), got {}",
+            d.nanos
+        )));
+    }
+    std::time::Duration::try_from(d).map_err(|_| {
+        GrpcStatus::invalid_argument(format!(
+            "{field}: must be a positive duration, got {}s",
+            d.seconds
+        ))
+    })
 }
 
 /// A protobuf duration as a `std` one; negative or out-of-range values name the field.
@@ -444,12 +477,7 @@ pub fn duration_from_proto(
     field: &str,
     d: Option<prost_types::Duration>,
 ) -> Result<Option<std::time::Duration>, GrpcStatus> {
-    d.map(|d| {
-        std::time::Duration::try_from(d).map_err(|_| {
-            GrpcStatus::invalid_argument(format!("{field}: must be a positive duration"))
-        })
-    })
-    .transpose()
+    d.map(|d| checked_duration(field, d)).transpose()
 }
 
 /// An optimizer result as the typed message. The Heat* messages mirror the result's JSON

@@ -110,8 +110,8 @@ impl Api {
             .ok_or_else(|| {
                 let known: Vec<&str> = self.config.plants.iter().map(|p| p.id.as_str()).collect();
                 GrpcStatus::not_found(format!(
-                    "plant_id: no plant {:?} in the fleet; known: {}",
-                    req.plant_id,
+                    "plant_id: no plant {} in the fleet; known: {}",
+                    shown(&req.plant_id),
                     known.join(", ")
                 ))
             })?;
@@ -135,9 +135,7 @@ impl Api {
         let deadline = match req.deadline {
             None => None,
             Some(d) => {
-                let d = Duration::try_from(d).map_err(|_| {
-                    GrpcStatus::invalid_argument("deadline: must be a positive duration")
-                })?;
+                let d = checked_duration("deadline", d)?;
                 if d.is_zero() || d > MAX_DEADLINE {
                     return Err(GrpcStatus::invalid_argument(format!(
                         "deadline: must be > 0 and at most {} days, got {d:?}",
