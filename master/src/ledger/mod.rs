@@ -252,6 +252,25 @@ impl Ledger {
     /// Opens (or creates) the ledger in `dir`: opens sled, verifies the log, replays what
     /// sled has not applied, and starts the log, apply and checkpoint threads.
     pub fn open_with(dir: &Path, opts: LedgerOptions) -> Result<Ledger, LedgerError> {
+        // sled 0.34 panics on some damage to its files instead of returning an error; a
+        // damaged directory must be refused with a named error, never crash the process.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Self::open_checked(dir, opts)
+        }))
+        .unwrap_or_else(|panic| {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            Err(LedgerError::Damaged {
+                dir: dir.display().to_string(),
+                detail: format!("the state store (sled, file `db`) failed while opening: {why}"),
+            })
+        })
+    }
+
+    fn open_checked(dir: &Path, opts: LedgerOptions) -> Result<Ledger, LedgerError> {
         let damaged = |detail: String| LedgerError::Damaged {
             dir: dir.display().to_string(),
             detail,
