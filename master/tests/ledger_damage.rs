@@ -176,7 +176,7 @@ fn damaged_state_is_refused_or_opens_with_every_acknowledged_task() {
         ("truncate to nothing", truncate(0)),
         (
             "zero a 4 KiB page in the middle",
-            write_at(len / 2 & !4095, vec![0; 4096]),
+            write_at((len / 2) & !4095, vec![0; 4096]),
         ),
         (
             "zero the last 4 KiB",
