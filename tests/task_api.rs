@@ -610,22 +610,6 @@ async fn health_reflection_and_metrics_are_served() {
     h.mesh.shutdown().await;
 }
 
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).await.unwrap();
-    let code = buf
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (code, buf)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn overload_is_refused_with_a_retry_hint_and_loses_nothing_accepted() {
     let dir = tempfile::tempdir().unwrap();

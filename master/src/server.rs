@@ -277,7 +277,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningMesh, St
         metrics_addr = l.local_addr().ok();
         let (tx, rx) = oneshot::channel::<()>();
         stop.push(tx);
-        let app = crate::server::http_router(metrics, master.clone());
+        let app = crate::server::http_router(metrics, master.clone(), ledger.clone());
         servers.push(tokio::spawn(async move {
             let _ = axum::serve(l, app)
                 .with_graceful_shutdown(async {
@@ -405,7 +405,11 @@ fn direct_uplink(readings: Readings) -> Uplink {
     })
 }
 
-fn http_router(metrics: PrometheusHandle, master: ActorRef<MasterMsg>) -> axum::Router {
+fn http_router(
+    metrics: PrometheusHandle,
+    master: ActorRef<MasterMsg>,
+    ledger: Ledger,
+) -> axum::Router {
     use axum::http::StatusCode;
     use axum::routing::get;
     axum::Router::new()
@@ -419,8 +423,22 @@ fn http_router(metrics: PrometheusHandle, master: ActorRef<MasterMsg>) -> axum::
         .route(
             "/readyz",
             get(move || {
-                let master = master.clone();
+                let (master, ledger) = (master.clone(), ledger.clone());
                 async move {
+                    if ledger.state_broken() {
+                        return (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "not ready: the ledger's state store stopped after an I/O error (disk full?); free space, then restart the master to replay its log\n".to_string(),
+                        );
+                    }
+                    if ledger.write_failing() {
+                        // Submits are being refused; a balancer should send clients elsewhere
+                        // until a write succeeds again.
+                        return (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "not ready: ledger writes are failing (disk full or I/O error); see the log\n".to_string(),
+                        );
+                    }
                     match ractor::call!(master, MasterMsg::Snapshot) {
                         Ok(s) => {
                             let down: Vec<String> = s

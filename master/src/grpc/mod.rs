@@ -76,6 +76,9 @@ impl From<ApiError> for GrpcStatus {
             ApiError::NotFound(m) => GrpcStatus::not_found(m),
             ApiError::FailedPrecondition(m) => GrpcStatus::failed_precondition(m),
             ApiError::Conflict(m) => GrpcStatus::already_exists(m),
+            ApiError::Ledger(e @ crate::ledger::LedgerError::DiskFull(_)) => {
+                GrpcStatus::resource_exhausted(format!("{e}; nothing was accepted"))
+            }
             ApiError::Ledger(e) => GrpcStatus::unavailable(e.to_string()),
         }
     }

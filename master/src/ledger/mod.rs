@@ -54,6 +54,10 @@ pub enum LedgerError {
         /// What is damaged, with file and offset where known.
         detail: String,
     },
+    /// The disk is full: nothing in the failed group was written; later writes succeed
+    /// once space is free again.
+    #[error("ledger disk full: {0}")]
+    DiskFull(String),
     /// The committer thread has stopped.
     #[error("ledger is closed")]
     Closed,
@@ -195,6 +199,11 @@ pub struct Ledger {
 struct Positions {
     /// Commits queued for the log thread and not yet taken into a group.
     queued: AtomicUsize,
+    /// The last group failed to reach the log (a full disk, an I/O error).
+    write_failing: std::sync::atomic::AtomicBool,
+    /// Applying to the state store failed; sled refuses every write after an I/O error,
+    /// so only a restart (which replays the log) mends it.
+    apply_broken: std::sync::atomic::AtomicBool,
     /// Highest LSN applied to sled (not necessarily flushed).
     applied: AtomicU64,
     /// Highest LSN known to be in sled's durable state.
@@ -433,6 +442,17 @@ impl Ledger {
         })
     }
 
+    /// Whether the last write to the log failed: the master is not ready until one succeeds.
+    pub fn write_failing(&self) -> bool {
+        self.pos.write_failing.load(Ordering::Acquire)
+    }
+
+    /// Whether the state store stopped taking writes (an I/O error such as a full disk):
+    /// reads may be stale, and a restart is needed to replay the log into it.
+    pub fn state_broken(&self) -> bool {
+        self.pos.apply_broken.load(Ordering::Acquire)
+    }
+
     /// Commits waiting for the log thread: the depth load shedding is judged on.
     pub fn queued_commits(&self) -> usize {
         self.pos.queued.load(Ordering::Acquire)
@@ -535,13 +555,20 @@ fn log_loop(
             let lsn = wal.append(&payload);
             match wal.sync() {
                 Ok(()) => {
+                    pos.write_failing.store(false, Ordering::Release);
                     pos.unapplied_bytes
                         .fetch_add(payload.len() as u64, Ordering::AcqRel);
                     (Some((lsn, payload)), Ok(()))
                 }
                 Err(e) => {
                     tracing::error!("ledger: log write of {} commits failed: {e}", commits.len());
-                    (None, Err(storage(e)))
+                    pos.write_failing.store(true, Ordering::Release);
+                    metrics::counter!("heatmesh_ledger_write_failures_total").increment(1);
+                    if Wal::is_disk_full(&e) {
+                        (None, Err(LedgerError::DiskFull(e.to_string())))
+                    } else {
+                        (None, Err(storage(e)))
+                    }
                 }
             }
         };
@@ -609,8 +636,9 @@ fn apply_loop(
             .filter_map(|g| g.record.as_ref().map(|r| r.0))
             .max();
         let applied = match (last, &broken) {
-            (None, _) => Ok(()),
-            (Some(_), Some(e)) => Err(e.clone()),
+            // A barrier must not report a broken state as caught up.
+            (_, Some(e)) => Err(e.clone()),
+            (None, None) => Ok(()),
             (Some(lsn), None) => {
                 let started = Instant::now();
                 let mut batch = sled::Batch::default();
@@ -632,6 +660,7 @@ fn apply_loop(
                         tracing::error!(
                             "ledger: applying up to LSN {lsn} to the state store failed: {e}; later commits fail until a restart replays the log"
                         );
+                        pos.apply_broken.store(true, Ordering::Release);
                         broken = Some(e.clone());
                     }
                 }

@@ -351,15 +351,32 @@ impl Wal {
         self.next_lsn += self.pending;
         self.buf.clear();
         self.pending = 0;
-        if self.len >= self.opts.segment_bytes {
-            self.roll()?;
+        if self.len >= self.opts.segment_bytes
+            && let Err(e) = self.roll()
+        {
+            // The group is durable whatever happens to the next segment; one that cannot
+            // be made now (a full disk) is tried again after the next group.
+            tracing::warn!(
+                "ledger: starting a new log segment: {e}; the current one grows meanwhile"
+            );
         }
         Ok(())
     }
 
+    /// Whether `e` means the disk (or its quota) is full.
+    pub fn is_disk_full(e: &WalError) -> bool {
+        matches!(e, WalError::Io { source, .. }
+            if source.kind() == std::io::ErrorKind::StorageFull
+                || source.kind() == std::io::ErrorKind::QuotaExceeded)
+    }
+
     fn roll(&mut self) -> Result<(), WalError> {
         let path = self.dir.join(segment_name(self.next_lsn));
-        create_segment(&self.dir, &path)?;
+        if let Err(e) = create_segment(&self.dir, &path) {
+            // Leave no half-made segment behind for the next open to trip over.
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
         self.file = OpenOptions::new()
             .write(true)
             .open(&path)

@@ -88,6 +88,7 @@ impl MasterState {
                 reply,
             } => self.set_feed(plant, meter, switch, reply),
             MasterMsg::Retired(id, seq) => self.retire(id, seq),
+            MasterMsg::WriteFailed(w) => self.rewrites.push(w),
             MasterMsg::Tick => self.tick(),
         }
     }

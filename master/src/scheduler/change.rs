@@ -1,7 +1,7 @@
 //! Applying one task change: checked against the lifecycle table, counted, journaled.
 
 use super::lifecycle::{self, Event};
-use super::{MasterMsg, MasterState};
+use super::{MasterMsg, MasterState, Rewrite};
 use crate::ledger::{Callback, Commit, LedgerError, Op};
 use crate::task::{Status, Transition};
 
@@ -86,7 +86,10 @@ impl MasterState {
             let retire = self.myself.clone();
             let then = applied.take();
             applied = Some(Box::new(move |r: Result<(), LedgerError>| {
-                if let Some(m) = retire {
+                // Retired only once the ledger holds it; a failed write is written again.
+                if let Some(m) = retire
+                    && r.is_ok()
+                {
                     let _ = m.cast(MasterMsg::Retired(id, seq));
                 }
                 if let Some(f) = then {
@@ -102,20 +105,98 @@ impl MasterState {
                 metrics::histogram!("heatmesh_task_latency_seconds").record(secs);
             }
         }
+        let seq = self.seq;
         self.write(Commit {
             ops: vec![
                 Op::Put(rec.clone()),
                 Op::Journal {
                     id,
-                    seq: self.seq,
-                    entry,
+                    seq,
+                    entry: entry.clone(),
                 },
             ],
             events: vec![rec],
-            done: None,
+            done: self.on_failure(Rewrite::Task { id, seq, entry }),
             applied,
         });
         Some(to)
+    }
+
+    /// A `done` callback that hands `what` back to the master if the write fails (a full
+    /// disk), so the ledger catches up with the master once writes succeed again.
+    pub(super) fn on_failure(&self, what: Rewrite) -> Option<Callback> {
+        let m = self.myself.clone()?;
+        Some(Box::new(move |r| {
+            if r.is_err() {
+                let _ = m.cast(MasterMsg::WriteFailed(what));
+            }
+        }))
+    }
+
+    /// Writes again what failed to reach the ledger, once writes succeed again: each lost
+    /// journal entry as it was, and the task's record and the plant's placement as they are
+    /// now (never an older state over a newer one).
+    pub(super) fn rewrite_failed(&mut self) {
+        if self.rewrites.is_empty() || self.ledger.write_failing() {
+            return;
+        }
+        let mut rewrites = std::mem::take(&mut self.rewrites);
+        rewrites.sort_by_key(|r| match r {
+            Rewrite::Task { id, seq, .. } => (0, *id, *seq, String::new()),
+            Rewrite::Placement { plant } => (1, 0, 0, plant.clone()),
+        });
+        rewrites.dedup_by(|a, b| matches!((a, b), (Rewrite::Placement { plant: x }, Rewrite::Placement { plant: y }) if x == y));
+        tracing::warn!(
+            count = rewrites.len(),
+            "ledger writes succeed again; writing what failed"
+        );
+        for r in rewrites {
+            match r {
+                Rewrite::Task { id, seq, entry } => {
+                    let journal = Op::Journal {
+                        id,
+                        seq,
+                        entry: entry.clone(),
+                    };
+                    // A task retired meanwhile has its newer record in the ledger already.
+                    let rec = self.active.get(&id).map(|t| t.rec.clone());
+                    let retire = rec
+                        .as_ref()
+                        .filter(|r| r.status.is_terminal() && r.seq == seq)
+                        .and(self.myself.clone());
+                    let mut ops = vec![journal];
+                    ops.extend(rec.clone().map(Op::Put));
+                    self.write(Commit {
+                        ops,
+                        events: rec.into_iter().collect(),
+                        done: self.on_failure(Rewrite::Task { id, seq, entry }),
+                        applied: retire.map(|m| -> Callback {
+                            Box::new(move |r| {
+                                if r.is_ok() {
+                                    let _ = m.cast(MasterMsg::Retired(id, seq));
+                                }
+                            })
+                        }),
+                    });
+                }
+                Rewrite::Placement { plant } => {
+                    if let Some(p) = self.plants.get(&plant)
+                        && let Some(node) = p.node.clone()
+                    {
+                        let op = Op::Placement {
+                            plant: plant.clone(),
+                            node,
+                            epoch: p.epoch,
+                        };
+                        self.write(Commit {
+                            ops: vec![op],
+                            done: self.on_failure(Rewrite::Placement { plant }),
+                            ..Commit::default()
+                        });
+                    }
+                }
+            }
+        }
     }
 
     /// Drops a finished task from memory once its terminal record (change `seq`) is applied.

@@ -230,6 +230,8 @@ pub enum MasterMsg {
     },
     /// Ledger callback: a terminal record is durable; drop it from memory.
     Retired(u64, u64),
+    /// Ledger callback: a write failed (a full disk); write it again once writes succeed.
+    WriteFailed(Rewrite),
     /// Timer: retries, deadlines, leases, gauges.
     Tick,
 }
@@ -275,6 +277,25 @@ pub enum Effect {
         epoch: u64,
         /// The node session it is placed in (an in-process plant's events carry it).
         session: NodeSession,
+    },
+}
+
+/// A write that failed to reach the ledger and is made again once writes succeed.
+#[derive(Debug, Clone)]
+pub enum Rewrite {
+    /// One task change: its journal entry as it was, its record as it is then.
+    Task {
+        /// Task id.
+        id: u64,
+        /// The change's sequence number.
+        seq: u64,
+        /// Its journal entry.
+        entry: crate::task::Transition,
+    },
+    /// A plant's placement, as it is then.
+    Placement {
+        /// Plant id.
+        plant: String,
     },
 }
 
@@ -342,6 +363,8 @@ pub struct MasterState {
     /// Changes the lifecycle table refused (each one a scheduler bug; logged and counted).
     refused: u64,
     fx: Vec<Effect>,
+    /// Writes that failed, to make again once the ledger writes again.
+    rewrites: Vec<Rewrite>,
     #[cfg(feature = "planted-bugs")]
     planted: PlantedBugs,
 }

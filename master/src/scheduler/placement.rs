@@ -228,6 +228,9 @@ impl MasterState {
                 node: node_id.to_string(),
                 epoch,
             }],
+            done: self.on_failure(super::Rewrite::Placement {
+                plant: plant.to_string(),
+            }),
             ..Default::default()
         });
         self.fx.push(Effect::Spawn {

@@ -42,6 +42,7 @@ impl MasterState {
             counts: Default::default(),
             refused: 0,
             fx: Vec::new(),
+            rewrites: Vec::new(),
             #[cfg(feature = "planted-bugs")]
             planted: args.planted,
             cfg: args.config,

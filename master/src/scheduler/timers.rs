@@ -47,6 +47,7 @@ impl MasterState {
                 self.attempt_failed(id, format!("lease expired: no result within {ms} ms"), true);
             }
         }
+        self.rewrite_failed();
         self.place_waiting();
         self.pump_all();
         for s in [Status::Pending, Status::Dispatched, Status::Orphaned] {
