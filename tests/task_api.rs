@@ -723,3 +723,59 @@ async fn malformed_deadlines_ids_and_oversized_plant_ids_are_refused() {
     assert_eq!(tasks_held(&mut h).await.len(), 1);
     h.mesh.shutdown().await;
 }
+
+/// A message of the wrong shape for SubmitTaskRequest: field 1 (plant_id, a string) as a
+/// number, so it does not decode.
+#[derive(Clone, PartialEq, prost::Message)]
+struct WrongShape {
+    #[prost(uint64, tag = "1")]
+    plant_id_as_number: u64,
+}
+
+/// A message above the server's 16 MiB decode limit (in a field it would skip).
+#[derive(Clone, PartialEq, prost::Message)]
+struct Oversized {
+    #[prost(bytes = "vec", tag = "99")]
+    padding: Vec<u8>,
+}
+
+async fn raw_submit<M: prost::Message + Default + Send + Sync + 'static>(
+    ch: tonic::transport::Channel,
+    m: M,
+) -> tonic::Status {
+    let mut g = tonic::client::Grpc::new(ch);
+    g.ready().await.unwrap();
+    let codec = tonic_prost::ProstCodec::<M, pb::SubmitTaskResponse>::default();
+    let path =
+        tonic::codegen::http::uri::PathAndQuery::from_static("/heatmesh.v1.TaskService/SubmitTask");
+    g.unary(tonic::Request::new(m), path, codec)
+        .await
+        .unwrap_err()
+}
+
+#[tokio::test]
+async fn undecodable_and_oversized_requests_answer_the_codes_the_docs_promise() {
+    let mut h = start(true).await;
+    let e = raw_submit(
+        h.channel.clone(),
+        WrongShape {
+            plant_id_as_number: 7,
+        },
+    )
+    .await;
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message().starts_with("failed to decode"),
+        "{}",
+        e.message()
+    );
+    let big = Oversized {
+        padding: vec![0; 17 * 1024 * 1024],
+    };
+    let e = raw_submit(h.channel.clone(), big).await;
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(tasks_held(&mut h).await.is_empty());
+    // A well-formed request on the same connection is still served.
+    submit_ok(&mut h, submit("Plant-001", seed_balance())).await;
+    h.mesh.shutdown().await;
+}

@@ -232,6 +232,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningMesh, St
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
         .tcp_nodelay(true)
+        .layer(crate::grpc::codes::CodeFixLayer)
         .add_service(
             TaskServiceServer::new(api.clone()).max_decoding_message_size(MAX_DECODE_BYTES),
         )

@@ -2,6 +2,7 @@
 //! ReadingService in [`readings`].
 //! Validation happens here, before anything reaches the master actor or the ledger.
 
+pub mod codes;
 pub mod convert;
 pub mod optimize;
 pub mod readings;
