@@ -3,26 +3,15 @@
 //! truncation, a zeroed page, the file gone) and the ledger must either refuse to open,
 //! naming the damage, or open with every acknowledged task intact. It must never panic.
 
+mod common;
+use common::rec;
+
 use heatmesh_master::ledger::{Commit, Ledger, LedgerError, LedgerOptions, Op};
-use heatmesh_master::task::TaskRecord;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 const TASKS: u64 = 3_000;
-
-fn rec(id: u64) -> TaskRecord {
-    TaskRecord {
-        idempotency_key: Some(format!("k{id}")),
-        seq: id,
-        ..TaskRecord::pending(
-            id,
-            "Plant-001",
-            "GL-009",
-            format!(r#"{{"inputs":[{{"name":"fuel","energy_kwh":{id}}}]}}"#),
-        )
-    }
-}
 
 /// Opens `dir` with small log segments and frequent checkpoints, so most acknowledged
 /// tasks live only in the state store once their segments are removed; waits out the lock

@@ -8,8 +8,10 @@
 //! reopens the directory and checks that every printed id is there, that ids never repeat
 //! and that the next child continues from there.
 
+mod common;
+use common::rec;
+
 use heatmesh_master::ledger::{Commit, Ledger, Op};
-use heatmesh_master::task::TaskRecord;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -17,21 +19,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const CHILD: &str = "HEATMESH_KILL9_CHILD";
-
-fn rec(id: u64) -> TaskRecord {
-    TaskRecord {
-        idempotency_key: Some(format!("k{id}")),
-        created_us: id,
-        updated_us: id,
-        seq: id,
-        ..TaskRecord::pending(
-            id,
-            "Plant-001",
-            "GL-009",
-            format!(r#"{{"inputs":[{{"name":"fuel","energy_kwh":{id}}}]}}"#),
-        )
-    }
-}
 
 /// The child: commits tasks with ids after the highest already in the ledger, forever.
 #[test]
