@@ -17,6 +17,8 @@ pub struct AgentKind {
     pub validate_json: fn(&[u8]) -> Result<(), CalcError>,
     /// Parses, validates and computes; returns the JSON result.
     pub run_json: fn(&[u8]) -> Result<Vec<u8>, CalcError>,
+    /// Checks that JSON bytes are a result of this kind (what the master stores as one).
+    pub check_result: fn(&[u8]) -> Result<(), CalcError>,
     /// Fills request fields the plant configures (e.g. GL-009's closure threshold) when the
     /// request leaves them unset, so the stored request says exactly what was computed.
     pub plant_defaults: fn(&mut serde_json::Value, &PlantSpec),
@@ -47,6 +49,12 @@ fn validate_json<C: Calculation>(bytes: &[u8]) -> Result<(), CalcError> {
     C::validate(&parse::<C>(bytes)?)
 }
 
+fn check_result<C: Calculation>(bytes: &[u8]) -> Result<(), CalcError> {
+    serde_json::from_slice::<C::Output>(bytes)
+        .map(|_| ())
+        .map_err(|e| CalcError::invalid("result", format!("not a valid {} result: {e}", C::KIND)))
+}
+
 fn run_json<C: Calculation>(bytes: &[u8]) -> Result<Vec<u8>, CalcError> {
     let out = C::run(&parse::<C>(bytes)?)?;
     serde_json::to_vec(&out)
@@ -59,6 +67,7 @@ const fn kind<C: Calculation>(name: &'static str) -> AgentKind {
         name,
         validate_json: validate_json::<C>,
         run_json: run_json::<C>,
+        check_result: check_result::<C>,
         plant_defaults: no_plant_defaults,
         accepts_setpoints: false,
     }
@@ -152,6 +161,13 @@ mod tests {
             let k = lookup(id).unwrap();
             (k.validate_json)(req).unwrap_or_else(|e| panic!("{id}: {e}"));
             let out = (k.run_json)(req).unwrap_or_else(|e| panic!("{id}: {e}"));
+            // What an agent returns is what the master accepts as this kind's result.
+            (k.check_result)(&out).unwrap_or_else(|e| panic!("{id}: its own result: {e}"));
+            let other = if id == "GL-009" { "GL-014" } else { "GL-009" };
+            assert!(
+                (lookup(other).unwrap().check_result)(&out).is_err(),
+                "{id}'s result passes as a {other} result"
+            );
             let out: serde_json::Value = serde_json::from_slice(&out).unwrap();
             assert!(out.is_object(), "{id}: {out}");
         }

@@ -10,6 +10,13 @@ use heatmesh_mesh::NodeSession;
 use std::cmp::Reverse;
 use std::time::Duration;
 
+/// Whether `json` is a result of agent kind `kind` (an unknown kind has no result to be).
+fn check_result(kind: &str, json: &[u8]) -> Result<(), String> {
+    let k =
+        heatmesh_agents::registry::lookup(kind).ok_or_else(|| format!("no agent kind {kind}"))?;
+    (k.check_result)(json).map_err(|e| e.to_string())
+}
+
 impl MasterState {
     /// Puts a task in its queue (it is dispatched once durable, pending and at the front).
     pub(super) fn enqueue(&mut self, id: u64) {
@@ -190,6 +197,13 @@ impl MasterState {
             return;
         };
         match outcome {
+            Outcome::Completed(json) if let Err(e) = check_result(&key.1, &json) => {
+                // Whoever sent it holds the dispatch, but the bytes are not this kind's
+                // result: never stored as one. The attempt counts as failed.
+                metrics::counter!("heatmesh_results_refused_total").increment(1);
+                tracing::warn!(task_id, attempt, from = %from.node, "result refused: {e}");
+                self.attempt_failed(task_id, format!("result refused: {e}"), true);
+            }
             Outcome::Completed(json) => {
                 if let Some(t) = self.active.get_mut(&task_id) {
                     t.rec.result = Some(String::from_utf8_lossy(&json).into_owned());

@@ -198,8 +198,15 @@ impl Rig {
     }
 }
 
+/// A real GL-009 result, as an agent would return it.
+fn gl009_result() -> Vec<u8> {
+    let kind = heatmesh_agents::registry::lookup("GL-009").unwrap();
+    let req = br#"{"inputs":[{"name":"fuel","energy_kwh":1000}],"outputs":[{"name":"steam","energy_kwh":900}]}"#;
+    (kind.run_json)(req).unwrap()
+}
+
 fn completed() -> Outcome {
-    Outcome::Completed(br#"{"ok":true}"#.to_vec())
+    Outcome::Completed(gl009_result())
 }
 
 #[tokio::test]
@@ -226,8 +233,15 @@ async fn a_task_is_accepted_dispatched_and_completed_with_its_journal() {
         ]
     );
     assert_eq!(
-        rig.st.ledger.get(id).unwrap().unwrap().result.as_deref(),
-        Some(r#"{"ok":true}"#)
+        rig.st
+            .ledger
+            .get(id)
+            .unwrap()
+            .unwrap()
+            .result
+            .unwrap()
+            .as_bytes(),
+        gl009_result()
     );
     assert_eq!(rig.st.refused, 0);
 }
@@ -243,24 +257,14 @@ async fn reports_from_a_node_that_does_not_hold_the_dispatch_are_rejected() {
 
     // node-2 holds valid credentials but not this dispatch: its forged result, its claim
     // that Plant-001 went down, and an older session of node-1 change nothing.
-    rig.done(
-        1,
-        session("node-2", 1),
-        &a,
-        Outcome::Completed(b"{}".to_vec()),
-    );
+    rig.done(1, session("node-2", 1), &a, completed());
     let down = PlantEvent::PlantDown {
         plant: "Plant-001".into(),
         epoch,
         reason: "forged".into(),
     };
     rig.at(2, MasterMsg::Plant(session("node-2", 1), down));
-    rig.done(
-        3,
-        session("node-1", 0),
-        &a,
-        Outcome::Completed(b"{}".to_vec()),
-    );
+    rig.done(3, session("node-1", 0), &a, completed());
     assert_eq!(rig.status(id), Status::Dispatched);
     assert_eq!(rig.st.plants["Plant-001"].status, PlantStatus::Running);
     assert_eq!(rig.st.plants["Plant-001"].epoch, epoch);
@@ -457,5 +461,33 @@ async fn cancel_and_retry_failed_go_through_the_table() {
         rig.st.ledger.get(id).unwrap().unwrap().status,
         Status::Cancelled
     );
+    assert_eq!(rig.st.refused, 0);
+}
+
+#[tokio::test]
+async fn a_result_that_is_not_the_kinds_result_type_is_refused_and_retried() {
+    let mut rig = Rig::new(|c| c.scheduler.retry_backoff_initial_ms = 10);
+    rig.join("node-1", 1, &["Plant-001"]);
+    let id = rig.submit("Plant-001").await;
+    let (_, a) = rig.take_sent().pop().unwrap();
+    let garbage = Outcome::Completed(br#"{"efficiency_pct":"high"}"#.to_vec());
+    rig.done(1, session("node-1", 1), &a, garbage);
+    assert_eq!(
+        rig.status(id),
+        Status::Pending,
+        "refused, and the attempt counts as failed"
+    );
+    let rec = &rig.st.active[&id].rec;
+    assert_eq!(rec.result, None);
+    assert_eq!(rec.failures, 1);
+    let error = rec.error.clone().unwrap();
+    assert!(
+        error.starts_with("result refused: result: not a valid GL-009 result"),
+        "{error}"
+    );
+    rig.at(20, MasterMsg::Tick);
+    let (_, b) = rig.take_sent().pop().expect("retried");
+    rig.done(21, session("node-1", 1), &b, completed());
+    assert_eq!(rig.status(id), Status::Completed);
     assert_eq!(rig.st.refused, 0);
 }
