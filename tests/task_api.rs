@@ -148,7 +148,12 @@ async fn an_idempotency_key_reused_for_another_request_is_refused() {
 
 #[tokio::test]
 async fn priorities_run_in_order() {
-    let mut h = start(true).await;
+    // One task in flight at a time, so each dispatch is its own decision, made when the
+    // previous task finished, and the journal's dispatch times give the order.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = test_config(dir.path());
+    cfg.scheduler.max_in_flight_per_agent = 1;
+    let mut h = start_with(cfg, dir, true).await;
     let order = [
         pb::Priority::Low,
         pb::Priority::Normal,
@@ -165,19 +170,24 @@ async fn priorities_run_in_order() {
         }
     }
     h.mesh.set_paused(false);
-    let mut done = Vec::new();
+    let mut dispatched = Vec::new();
     for (p, id) in &ids {
         let t = wait_terminal(&mut h.tasks, id, T).await;
-        let dispatch_seq = t
+        let at = t
             .history
             .iter()
             .find(|x| x.to == S::Dispatched as i32)
-            .map(|_| t.seq)
+            .and_then(|x| x.at)
+            .map(|a| (a.seconds, a.nanos))
             .unwrap();
-        done.push((dispatch_seq, *p));
+        dispatched.push((at, *p));
     }
-    done.sort();
-    let got: Vec<pb::Priority> = done.into_iter().map(|(_, p)| p).collect();
+    dispatched.sort();
+    assert!(
+        dispatched.windows(2).all(|w| w[0].0 < w[1].0),
+        "dispatch times must be distinct for the order to mean anything: {dispatched:?}"
+    );
+    let got: Vec<pb::Priority> = dispatched.into_iter().map(|(_, p)| p).collect();
     let mut want = Vec::new();
     for p in [
         pb::Priority::Critical,

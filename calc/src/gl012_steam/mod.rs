@@ -1655,28 +1655,4 @@ mod tests {
         assert!(serde_json::from_str::<SteamRequest>(r#"{"mode":"pt","pressure_bar":1}"#).is_err());
         assert!(run(r#"{"mode":" PT ","pressure_mpa":1,"temperature_k":300}"#).is_ok());
     }
-
-    /// Rough cost of a (p, T) call: `cargo test -p heatmesh-agents -- --ignored --nocapture
-    /// timing` (an unoptimised build is several times slower than release).
-    #[test]
-    #[ignore]
-    fn timing() {
-        let n = 200_000;
-        for (name, p, t) in [
-            ("region 1", 3.0, 300.0),
-            ("region 2", 1.0, 700.0),
-            ("region 5", 10.0, 1500.0),
-            ("region 3", 25.0, 650.0),
-        ] {
-            let start = std::time::Instant::now();
-            let mut acc = 0.0;
-            for i in 0..n {
-                acc += props_pt(p, t + 1e-6 * f64::from(i % 100))
-                    .unwrap()
-                    .enthalpy_kj_kg;
-            }
-            let ns = start.elapsed().as_nanos() as f64 / f64::from(n);
-            println!("{name}: {ns:.0} ns per props_pt ({acc:.1})");
-        }
-    }
 }
