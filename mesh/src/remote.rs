@@ -377,7 +377,7 @@ impl NodeServer {
                 metrics::counter!("heatmesh_node_duplicate_refused_total").increment(1);
                 tracing::warn!(node = %hello.node_id, live = %at, refused = %address, "node refused: its id is attached from elsewhere");
                 return Err(Status::already_exists(format!(
-                    "node_id: {:?} is already attached from {at} (node epoch {epoch}); this attach from {address} is refused while that session is live (give each node its own --node-id)",
+                    "node_id: {:?} is already attached from {at} (node epoch {epoch}); this attach from {address} is refused while that session is live (give each node its own `heatmesh node --id`)",
                     hello.node_id
                 )));
             }
