@@ -82,15 +82,11 @@ impl MasterState {
         if to.is_terminal() {
             // The task stays readable in memory until its terminal record is in the ledger's
             // state, so a read never falls back to an older ledger record.
-            let seq = self.seq;
-            let retire = self.myself.clone();
+            let retire = self.retire_when_applied(id, self.seq);
             let then = applied.take();
             applied = Some(Box::new(move |r: Result<(), LedgerError>| {
-                // Retired only once the ledger holds it; a failed write is written again.
-                if let Some(m) = retire
-                    && r.is_ok()
-                {
-                    let _ = m.cast(MasterMsg::Retired(id, seq));
+                if let Some(f) = retire {
+                    f(r.clone());
                 }
                 if let Some(f) = then {
                     f(r);
@@ -120,6 +116,17 @@ impl MasterState {
             applied,
         });
         Some(to)
+    }
+
+    /// An `applied` callback that drops task `id` from memory once its terminal change
+    /// `seq` is in the ledger's state; after a failed write it stays, to be written again.
+    fn retire_when_applied(&self, id: u64, seq: u64) -> Option<Callback> {
+        let m = self.myself.clone()?;
+        Some(Box::new(move |r| {
+            if r.is_ok() {
+                let _ = m.cast(MasterMsg::Retired(id, seq));
+            }
+        }))
     }
 
     /// A `done` callback that hands `what` back to the master if the write fails (a full
@@ -160,23 +167,18 @@ impl MasterState {
                     };
                     // A task retired meanwhile has its newer record in the ledger already.
                     let rec = self.active.get(&id).map(|t| t.rec.clone());
-                    let retire = rec
+                    let terminal = rec
                         .as_ref()
-                        .filter(|r| r.status.is_terminal() && r.seq == seq)
-                        .and(self.myself.clone());
+                        .is_some_and(|r| r.status.is_terminal() && r.seq == seq);
                     let mut ops = vec![journal];
                     ops.extend(rec.clone().map(Op::Put));
                     self.write(Commit {
                         ops,
                         events: rec.into_iter().collect(),
                         done: self.on_failure(Rewrite::Task { id, seq, entry }),
-                        applied: retire.map(|m| -> Callback {
-                            Box::new(move |r| {
-                                if r.is_ok() {
-                                    let _ = m.cast(MasterMsg::Retired(id, seq));
-                                }
-                            })
-                        }),
+                        applied: terminal
+                            .then(|| self.retire_when_applied(id, seq))
+                            .flatten(),
                     });
                 }
                 Rewrite::Placement { plant } => {
