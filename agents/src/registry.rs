@@ -25,6 +25,9 @@ pub struct AgentKind {
     /// Whether the kind consumes GL-001 unit setpoints (the master's heat-distribution
     /// result for its plant) as a request; no kind does yet.
     pub accepts_setpoints: bool,
+    /// The shipped example request (examples/calc/<kind>.json): what the demo, the drills'
+    /// client and the calculation benchmark send.
+    pub example: &'static str,
 }
 
 fn no_plant_defaults(_: &mut serde_json::Value, _: &PlantSpec) {}
@@ -61,10 +64,11 @@ fn run_json<C: Calculation>(bytes: &[u8]) -> Result<Vec<u8>, CalcError> {
         .map_err(|e| CalcError::invalid("result", format!("cannot be encoded: {e}")))
 }
 
-const fn kind<C: Calculation>(name: &'static str) -> AgentKind {
+const fn kind<C: Calculation>(name: &'static str, example: &'static str) -> AgentKind {
     AgentKind {
         id: C::KIND,
         name,
+        example,
         validate_json: validate_json::<C>,
         run_json: run_json::<C>,
         check_result: check_result::<C>,
@@ -77,18 +81,42 @@ const fn kind<C: Calculation>(name: &'static str) -> AgentKind {
 pub static KINDS: &[AgentKind] = &[
     AgentKind {
         accepts_setpoints: true,
-        ..kind::<calc::gl001_setpoints::Setpoints>("DispatchSetpoints")
+        ..kind::<calc::gl001_setpoints::Setpoints>(
+            "DispatchSetpoints",
+            include_str!("../../examples/calc/gl-001.json"),
+        )
     },
-    kind::<calc::gl002_boiler::BoilerEfficiency>("BoilerEfficiency"),
-    kind::<calc::gl003_combustion::CombustionAnalysis>("CombustionOptimizer"),
-    kind::<calc::gl004_emissions::Emissions>("EmissionsControl"),
-    kind::<calc::gl006_recovery::HeatRecovery>("HeatRecovery"),
+    kind::<calc::gl002_boiler::BoilerEfficiency>(
+        "BoilerEfficiency",
+        include_str!("../../examples/calc/gl-002.json"),
+    ),
+    kind::<calc::gl003_combustion::CombustionAnalysis>(
+        "CombustionOptimizer",
+        include_str!("../../examples/calc/gl-003.json"),
+    ),
+    kind::<calc::gl004_emissions::Emissions>(
+        "EmissionsControl",
+        include_str!("../../examples/calc/gl-004.json"),
+    ),
+    kind::<calc::gl006_recovery::HeatRecovery>(
+        "HeatRecovery",
+        include_str!("../../examples/calc/gl-006.json"),
+    ),
     AgentKind {
         plant_defaults: gl009_plant_defaults,
-        ..kind::<calc::gl009_thermal::HeatBalance>("ThermalEfficiency")
+        ..kind::<calc::gl009_thermal::HeatBalance>(
+            "ThermalEfficiency",
+            include_str!("../../examples/calc/gl-009.json"),
+        )
     },
-    kind::<calc::gl012_steam::SteamProperties>("SteamSystem"),
-    kind::<calc::gl014_exchanger::HeatExchanger>("HeatExchanger"),
+    kind::<calc::gl012_steam::SteamProperties>(
+        "SteamSystem",
+        include_str!("../../examples/calc/gl-012.json"),
+    ),
+    kind::<calc::gl014_exchanger::HeatExchanger>(
+        "HeatExchanger",
+        include_str!("../../examples/calc/gl-014.json"),
+    ),
 ];
 
 /// Normalises `gl-009`, `GL009`, `gl_009` to the canonical `GL-009`.
@@ -147,16 +175,8 @@ mod tests {
     /// Every shipped example under examples/calc/ validates and runs to a JSON object.
     #[test]
     fn shipped_examples_run() {
-        let examples: [(&str, &[u8]); 8] = [
-            ("GL-001", include_bytes!("../../examples/calc/gl-001.json")),
-            ("GL-002", include_bytes!("../../examples/calc/gl-002.json")),
-            ("GL-003", include_bytes!("../../examples/calc/gl-003.json")),
-            ("GL-004", include_bytes!("../../examples/calc/gl-004.json")),
-            ("GL-006", include_bytes!("../../examples/calc/gl-006.json")),
-            ("GL-009", include_bytes!("../../examples/calc/gl-009.json")),
-            ("GL-012", include_bytes!("../../examples/calc/gl-012.json")),
-            ("GL-014", include_bytes!("../../examples/calc/gl-014.json")),
-        ];
+        assert_eq!(KINDS.len(), 8);
+        let examples = KINDS.iter().map(|k| (k.id, k.example.as_bytes()));
         for (id, req) in examples {
             let k = lookup(id).unwrap();
             (k.validate_json)(req).unwrap_or_else(|e| panic!("{id}: {e}"));

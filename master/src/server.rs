@@ -160,7 +160,7 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningMesh, St
         Master,
         MasterArgs {
             config: config.clone(),
-            ledger: ledger.clone(),
+            ledger: Arc::new(ledger.clone()),
             local_node: (!opts.remote_only).then(|| node.clone() as Arc<dyn NodeLink>),
             paused: opts.paused,
             #[cfg(feature = "planted-bugs")]

@@ -5,7 +5,7 @@
 use crate::harness::EndState;
 use crate::net::Observation;
 use crate::workload::{Log, Outcome};
-use heatmesh_master::ledger::Ledger;
+use heatmesh_master::ledger::Store;
 use heatmesh_master::task::{Status, TaskRecord, Transition};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -80,14 +80,20 @@ pub struct TaskHistory {
 }
 
 /// Reads every task and its journal.
-pub fn read_ledger(ledger: &Ledger) -> Result<Vec<TaskHistory>, String> {
-    let mut out = Vec::new();
-    for rec in ledger.scan_all() {
-        let rec = rec.map_err(|e| e.to_string())?;
-        let journal = ledger.history(rec.id).map_err(|e| e.to_string())?;
-        out.push(TaskHistory { rec, journal });
-    }
-    Ok(out)
+pub fn read_ledger(ledger: &dyn Store) -> Result<Vec<TaskHistory>, String> {
+    let mut recs = Vec::new();
+    ledger
+        .scan(&mut |rec| {
+            recs.push(rec);
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+    recs.into_iter()
+        .map(|rec| {
+            let journal = ledger.history(rec.id).map_err(|e| e.to_string())?;
+            Ok(TaskHistory { rec, journal })
+        })
+        .collect()
 }
 
 /// Time spans (unix µs) in which nothing could run a task: the master down, or no node

@@ -30,13 +30,13 @@ pub struct Injected {
     /// node that was already down, or not attached, has no loss of its own to detect.
     pub untimed: Option<String>,
     #[serde(skip)]
-    at_us: u64,
+    pub(crate) at_us: u64,
     /// When a kill or partition stopped being in force: the node started again or healed,
     /// or the master crashed (its successor starts without the loss in view).
     #[serde(skip)]
-    ends_us: u64,
+    pub(crate) ends_us: u64,
     #[serde(skip)]
-    step: crate::scenario::Fault,
+    pub(crate) step: crate::scenario::Fault,
 }
 
 /// p50 / p99 / max of a set of durations, ms.
@@ -130,6 +130,10 @@ pub struct Report {
     pub passed: bool,
     /// A problem that stopped the drill before it could be judged.
     pub error: Option<String>,
+    /// Simulated drills: the hash of the event trace (16 hex digits); the same seed gives
+    /// the same hash on every run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_hash: Option<String>,
 }
 
 impl Report {
@@ -153,6 +157,7 @@ impl Report {
             verdicts: Vec::new(),
             passed: false,
             error: None,
+            trace_hash: None,
         }
     }
 }
@@ -258,14 +263,30 @@ async fn judge(
     .await?;
     wait_stable(&mesh.grpc_uri(), s.mesh.lease_ms).await?;
     let end = mesh.end_state().await?;
-    let tasks = check::read_ledger(&end.ledger)?;
+    watcher.abort();
+    let seen = std::mem::take(&mut *seen.lock().unwrap_or_else(|e| e.into_inner()));
+    conclude(s, report, &log, &end, whole_us, net_origin, &seen)
+}
+
+/// Judges a finished drill: reads the ledger, checks the invariants and the scenario's
+/// expectations, and fills the report's figures. `seen` is the master's view over time.
+pub(crate) fn conclude(
+    s: &Scenario,
+    report: &mut Report,
+    log: &workload::Log,
+    end: &crate::harness::EndState,
+    whole_us: u64,
+    net_origin: (Instant, u64),
+    seen: &[(u64, u64, Seen)],
+) -> Result<(), String> {
+    let tasks = check::read_ledger(end.ledger.as_ref())?;
     let placements = end.ledger.placements().map_err(|e| e.to_string())?;
     let keepalive_us = s.mesh.lease_ms * 3 / 2 * 1000;
     let blackouts = blackouts(s, &report.faults, whole_us, keepalive_us);
     let inputs = Inputs {
-        log: &log,
+        log,
         tasks: &tasks,
-        end: &end,
+        end,
         redispatch_bound_us: s.expect.redispatch_within_ms * 1000,
         blackouts: &blackouts,
         placements: &placements,
@@ -273,13 +294,11 @@ async fn judge(
     };
     let mut verdicts = check::check(&inputs);
     let stale = end.stale_rejected.or_else(|| check::stale_results(&inputs));
-    watcher.abort();
-    let seen = std::mem::take(&mut *seen.lock().unwrap_or_else(|e| e.into_inner()));
-    time_from_view(&mut report.faults, &seen);
+    time_from_view(&mut report.faults, seen);
     measure_faults(s, &mut report.faults, &tasks);
     verdicts.push(detection_verdict(s, &report.faults));
     let escalations = Some(escalations(&tasks));
-    verdicts.extend(expectations(s, &log, &tasks, stale, escalations));
+    verdicts.extend(expectations(s, log, &tasks, stale, escalations));
     report.detection_ms = Spread::of(report.faults.iter().filter_map(|f| f.detected_ms).collect());
     report.recovery_ms = Spread::of(
         report
@@ -288,8 +307,8 @@ async fn judge(
             .filter_map(|f| f.recovered_ms)
             .collect(),
     );
-    report.tasks = task_figures(&log, &tasks, stale);
-    let (inside, outside) = latencies(&log, &tasks, &report.faults);
+    report.tasks = task_figures(log, &tasks, stale);
+    let (inside, outside) = latencies(log, &tasks, &report.faults);
     report.latency_in_fault_ms = Spread::of(inside);
     report.latency_outside_fault_ms = Spread::of(outside);
     report.optimizations_ok = log.optimized.iter().filter(|o| o.error.is_none()).count() as u64;
@@ -311,7 +330,7 @@ async fn judge(
     Ok(())
 }
 
-fn target(f: &crate::scenario::Fault) -> String {
+pub(crate) fn target(f: &crate::scenario::Fault) -> String {
     match f.action {
         Action::PanicAgent => format!(
             "{}/{} x{}",
@@ -380,9 +399,9 @@ async fn settle(uri: &str, timeout: Duration) -> Result<(), String> {
 /// What the master showed at one moment: nodes (id, connected, node epoch) and plants (id,
 /// node, epoch, status).
 #[derive(Debug, Clone, PartialEq)]
-struct Seen {
-    nodes: Vec<(String, bool, u64)>,
-    plants: Vec<(String, String, u64, String)>,
+pub(crate) struct Seen {
+    pub(crate) nodes: Vec<(String, bool, u64)>,
+    pub(crate) plants: Vec<(String, String, u64, String)>,
 }
 
 /// The master's views over time: when each was asked for and when it was answered (unix
@@ -440,7 +459,7 @@ fn watch_master(uri: String) -> (tokio::task::JoinHandle<()>, Views) {
 }
 
 /// Sets when each kill and partition stopped being in force (`Injected::ends_us`).
-fn fault_ends(faults: &mut [Injected]) {
+pub(crate) fn fault_ends(faults: &mut [Injected]) {
     let marks: Vec<(u64, Action, Option<String>)> = faults
         .iter()
         .map(|f| (f.at_us, f.step.action, f.step.node.clone()))
@@ -583,7 +602,12 @@ async fn wait_stable(uri: &str, lease_ms: u64) -> Result<(), String> {
 
 /// Spans in which no node could run work: the master down, or every node down or cut off,
 /// each extended by the time a node needs to notice and re-attach.
-fn blackouts(s: &Scenario, faults: &[Injected], whole_us: u64, keepalive_us: u64) -> Blackouts {
+pub(crate) fn blackouts(
+    s: &Scenario,
+    faults: &[Injected],
+    whole_us: u64,
+    keepalive_us: u64,
+) -> Blackouts {
     let reattach = keepalive_us + 1_000_000;
     let nodes: Vec<String> = s.mesh.node_ids().into_iter().map(|(n, _)| n).collect();
     let mut down: Vec<(String, u64, u64)> = Vec::new();

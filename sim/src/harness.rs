@@ -7,7 +7,6 @@ use crate::scenario::{Action, Direction, Fault, Scenario};
 use heatmesh_agents::RestartPolicy;
 use heatmesh_agents::fault::FaultTable;
 use heatmesh_master::config::{Config, SAMPLE_FLEET};
-use heatmesh_master::ledger::Ledger;
 use heatmesh_master::server::{self, RunningMesh, StartOptions};
 use heatmesh_mesh::attach::{self, NodeOptions};
 use heatmesh_mesh::{BoxFuture, LocalNode, NodeAgentArgs};
@@ -20,7 +19,7 @@ use tokio::task::JoinHandle;
 /// What a mesh looks like once the drill is over, for the checker.
 pub struct EndState {
     /// The ledger, readable (the master may still run: reads do not disturb it).
-    pub ledger: Ledger,
+    pub ledger: std::sync::Arc<dyn heatmesh_master::ledger::Store>,
     /// The master's view of every plant: (plant, node, epoch, status).
     pub master_view: Vec<(String, String, u64, String)>,
     /// What each node actually runs: node -> [(plant, epoch)] (in-process only).
@@ -367,7 +366,7 @@ impl DrillMesh for InProcMesh {
                 }
             }
             Ok(EndState {
-                ledger,
+                ledger: std::sync::Arc::new(ledger),
                 master_view,
                 node_view: Some(node_view),
                 delivered: Some(self.net.delivered()),

@@ -11,6 +11,7 @@
 pub mod check;
 pub mod cluster;
 pub mod drill;
+pub mod dst;
 pub mod harness;
 pub mod loadtest;
 pub mod multiproc;

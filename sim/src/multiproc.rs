@@ -199,7 +199,7 @@ impl DrillMesh for ProcMesh {
                 }
             };
             Ok(EndState {
-                ledger,
+                ledger: std::sync::Arc::new(ledger),
                 master_view: view,
                 node_view: None,
                 delivered: None,

@@ -15,19 +15,9 @@ use std::time::{Duration, Instant};
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
 
-/// The shipped example request of each agent kind (examples/calc/), sent as JSON.
+/// The shipped example request of an agent kind (the registry's), sent as JSON.
 pub fn example_payload(kind: &str) -> Option<&'static str> {
-    Some(match kind {
-        "GL-001" => include_str!("../../examples/calc/gl-001.json"),
-        "GL-002" => include_str!("../../examples/calc/gl-002.json"),
-        "GL-003" => include_str!("../../examples/calc/gl-003.json"),
-        "GL-004" => include_str!("../../examples/calc/gl-004.json"),
-        "GL-006" => include_str!("../../examples/calc/gl-006.json"),
-        "GL-009" => include_str!("../../examples/calc/gl-009.json"),
-        "GL-012" => include_str!("../../examples/calc/gl-012.json"),
-        "GL-014" => include_str!("../../examples/calc/gl-014.json"),
-        _ => return None,
-    })
+    heatmesh_agents::registry::lookup(kind).map(|k| k.example)
 }
 
 /// How one submit ended.
@@ -153,7 +143,10 @@ pub async fn run(
 }
 
 /// (plant, kind) pairs weighted by the mix: a pair appears once per unit of its kind's weight.
-fn task_choices(w: &Workload, plants: &[(String, Vec<String>)]) -> Vec<(String, String)> {
+pub(crate) fn task_choices(
+    w: &Workload,
+    plants: &[(String, Vec<String>)],
+) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (plant, kinds) in plants {
         for k in kinds {

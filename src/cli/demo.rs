@@ -239,7 +239,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     // The other sub-agents on the same mesh, each with its shipped example.
     let mut others = Vec::new();
-    for (plant, kind, json) in OTHER_AGENTS {
+    for (plant, kind) in OTHER_AGENTS {
+        let json = heatmesh_agents::registry::lookup(kind).map_or("{}", |k| k.example);
         let r = tasks
             .submit_task(pb::SubmitTaskRequest {
                 plant_id: plant.to_string(),
@@ -572,38 +573,14 @@ fn protocol(kind: &str) -> &'static str {
     }
 }
 
-/// The other agent kinds, each with its shipped example and a plant that runs it.
-const OTHER_AGENTS: [(&str, &str, &str); 6] = [
-    (
-        "Plant-001",
-        "GL-002",
-        include_str!("../../examples/calc/gl-002.json"),
-    ),
-    (
-        "Plant-001",
-        "GL-003",
-        include_str!("../../examples/calc/gl-003.json"),
-    ),
-    (
-        "Plant-001",
-        "GL-004",
-        include_str!("../../examples/calc/gl-004.json"),
-    ),
-    (
-        "Plant-003",
-        "GL-006",
-        include_str!("../../examples/calc/gl-006.json"),
-    ),
-    (
-        "Plant-001",
-        "GL-012",
-        include_str!("../../examples/calc/gl-012.json"),
-    ),
-    (
-        "Plant-002",
-        "GL-014",
-        include_str!("../../examples/calc/gl-014.json"),
-    ),
+/// The other agent kinds and a plant that runs each; requests are the registry's examples.
+const OTHER_AGENTS: [(&str, &str); 6] = [
+    ("Plant-001", "GL-002"),
+    ("Plant-001", "GL-003"),
+    ("Plant-001", "GL-004"),
+    ("Plant-003", "GL-006"),
+    ("Plant-001", "GL-012"),
+    ("Plant-002", "GL-014"),
 ];
 
 /// A one-line summary of an agent's result for the demo table.

@@ -4,6 +4,7 @@
 use anyhow::{Context, bail};
 use heatmesh_master::server::StartOptions;
 use heatmesh_sim::drill::{self, Report, Spread};
+use heatmesh_sim::dst;
 use heatmesh_sim::harness::{DrillMesh, InProcMesh};
 use heatmesh_sim::multiproc::ProcMesh;
 use heatmesh_sim::scenario::Scenario;
@@ -19,7 +20,11 @@ use std::time::{Duration, Instant};
 /// Where the mesh runs.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
-    /// Master and nodes in this process over a simulated network (fast; many seeds).
+    /// The real master core with simulated nodes, network, client and ledger on one
+    /// thread in simulated time: deterministic (one seed replays exactly) and fast.
+    Simulated,
+    /// Master and nodes in this process, the node protocol over gRPC through a simulated
+    /// network, in real time.
     InProcess,
     /// Real `heatmesh master` and `heatmesh node` processes on loopback (kill -9, TCP proxy).
     MultiProcess,
@@ -36,11 +41,11 @@ pub struct DrillArgs {
     /// Seeds for --random: `N` or `A..B` (inclusive).
     #[arg(long, default_value = "1..50")]
     seeds: String,
-    /// Drills run at once (--random).
-    #[arg(long, default_value_t = 2)]
-    jobs: usize,
+    /// Drills run at once (--random); default: 2, or one per core when simulated.
+    #[arg(long)]
+    jobs: Option<usize>,
     /// Where the mesh runs.
-    #[arg(long, value_enum, default_value_t = Mode::InProcess)]
+    #[arg(long, value_enum, default_value_t = Mode::Simulated)]
     mode: Mode,
     /// Seed for a scripted drill (jitter, task mix).
     #[arg(long, default_value_t = 1)]
@@ -75,6 +80,19 @@ fn parse_seeds(s: &str) -> anyhow::Result<Vec<u64>> {
     }
 }
 
+/// The simulator's options for the arguments: the planted defect, if any.
+fn sim_options(_a: &DrillArgs) -> anyhow::Result<dst::Options> {
+    #[allow(unused_mut)]
+    let mut o = dst::Options::default();
+    #[cfg(feature = "planted-bugs")]
+    match _a.planted_bug.as_deref() {
+        None => {}
+        Some("stale-epoch") => o.tune = Some(|m| m.planted.accept_stale_results = true),
+        Some(other) => bail!("--planted-bug: unknown defect {other:?}; known: stale-epoch"),
+    }
+    Ok(o)
+}
+
 fn start_options(_a: &DrillArgs) -> anyhow::Result<StartOptions> {
     #[allow(unused_mut)]
     let mut opts = StartOptions {
@@ -97,6 +115,7 @@ async fn mesh_for(
     opts: StartOptions,
 ) -> anyhow::Result<Box<dyn DrillMesh>> {
     Ok(match mode {
+        Mode::Simulated => bail!("simulated drills run without a mesh"),
         Mode::InProcess => Box::new(
             InProcMesh::start(s, seed, opts)
                 .await
@@ -116,8 +135,8 @@ pub async fn run(a: DrillArgs) -> anyhow::Result<()> {
         if !a.files.is_empty() {
             bail!("give scenario files or --random, not both");
         }
-        if a.mode != Mode::InProcess {
-            bail!("--random runs in-process only (--mode in-process)");
+        if a.mode == Mode::MultiProcess {
+            bail!("--random runs simulated or in-process (--mode simulated|in-process)");
         }
         return random(&a, opts).await;
     }
@@ -131,7 +150,7 @@ pub async fn run(a: DrillArgs) -> anyhow::Result<()> {
         use heatmesh_sim::scenario::ModeSupport as M;
         match (s.modes, a.mode) {
             (M::InProcess, Mode::MultiProcess) => bail!("{}: modes = in-process only", f.display()),
-            (M::MultiProcess, Mode::InProcess) => {
+            (M::MultiProcess, Mode::InProcess | Mode::Simulated) => {
                 bail!("{}: modes = multi-process only", f.display())
             }
             _ => {}
@@ -146,6 +165,14 @@ pub async fn run(a: DrillArgs) -> anyhow::Result<()> {
     }
     let mut reports = Vec::new();
     for s in &scenarios {
+        if a.mode == Mode::Simulated {
+            let r = dst::run_with(s, a.seed, sim_options(&a)?).report;
+            if !a.json {
+                print_report(&r, &replay_scripted(&a, s));
+            }
+            reports.push(r);
+            continue;
+        }
         let progress = Arc::new(Progress::default());
         let bar = spinner(&s.name, s.workload.duration_ms);
         let ticker = tick(bar.clone(), progress.clone());
@@ -187,22 +214,27 @@ fn replay_scripted(a: &DrillArgs, s: &Scenario) -> String {
                 .is_some_and(|x| x.name == s.name)
         })
         .map_or("SCENARIO.toml".into(), |f| f.display().to_string());
-    let mode = if a.mode == Mode::MultiProcess {
-        " --mode multi-process"
-    } else {
-        ""
+    let mode = match a.mode {
+        Mode::MultiProcess => " --mode multi-process",
+        Mode::InProcess => " --mode in-process",
+        Mode::Simulated => "",
     };
     format!("heatmesh drill {file} --seed {}{mode}", a.seed)
 }
 
-fn replay_random(seed: u64, _a: &DrillArgs) -> String {
+fn replay_random(seed: u64, a: &DrillArgs) -> String {
+    let mode = if a.mode == Mode::InProcess {
+        " --mode in-process"
+    } else {
+        ""
+    };
     #[cfg(feature = "planted-bugs")]
-    if let Some(b) = &_a.planted_bug {
+    if let Some(b) = &a.planted_bug {
         return format!(
-            "cargo run --release --features planted-bugs -- drill --random --seeds {seed} --planted-bug {b}"
+            "cargo run --release --features planted-bugs -- drill --random --seeds {seed}{mode} --planted-bug {b}"
         );
     }
-    format!("heatmesh drill --random --seeds {seed}")
+    format!("heatmesh drill --random --seeds {seed}{mode}")
 }
 
 fn write_reports(a: &DrillArgs, v: &serde_json::Value) -> anyhow::Result<()> {
@@ -271,6 +303,9 @@ fn print_report(r: &Report, replay: &str) {
     );
     if let Some(e) = &r.error {
         println!("  error: {e}");
+    }
+    if let Some(h) = &r.trace_hash {
+        println!("  trace hash: {h}");
     }
     println!("  faults:");
     for f in &r.faults {
@@ -364,7 +399,12 @@ async fn random(a: &DrillArgs, opts: StartOptions) -> anyhow::Result<()> {
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
-    let jobs = a.jobs.max(1);
+    if a.mode == Mode::Simulated {
+        let o = sim_options(a)?;
+        let reports = simulate(&seeds, a, o, &bar);
+        return finish_random(a, &seeds, reports, started, bar);
+    }
+    let jobs = a.jobs.unwrap_or(2).max(1);
     let sem = Arc::new(tokio::sync::Semaphore::new(jobs));
     let failed = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut handles = Vec::new();
@@ -390,6 +430,49 @@ async fn random(a: &DrillArgs, opts: StartOptions) -> anyhow::Result<()> {
     for h in handles {
         reports.push(h.await?);
     }
+    finish_random(a, &seeds, reports, started, bar)
+}
+
+/// Runs the seeds' simulated drills on one thread per job, each seed on its own; reports
+/// come back in seed order.
+fn simulate(seeds: &[u64], a: &DrillArgs, o: dst::Options, bar: &ProgressBar) -> Vec<Report> {
+    let jobs = a
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+        .clamp(1, seeds.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicU64::new(0);
+    let out: Vec<std::sync::Mutex<Option<Report>>> =
+        seeds.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| {
+                loop {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&seed) = seeds.get(k) else { break };
+                    let r = dst::run_with(&Scenario::random(seed), seed, o).report;
+                    if !r.passed {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    bar.inc(1);
+                    bar.set_message(format!("{} failed", failed.load(Ordering::Relaxed)));
+                    *out[k].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+                }
+            });
+        }
+    });
+    out.into_iter()
+        .filter_map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+        .collect()
+}
+
+fn finish_random(
+    a: &DrillArgs,
+    _seeds: &[u64],
+    reports: Vec<Report>,
+    started: Instant,
+    bar: ProgressBar,
+) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let summary = summarize(&reports, &a.seeds, started.elapsed());
     if !a.json {
@@ -434,6 +517,10 @@ struct Summary {
     latency_outside_fault_ms: Spread,
     violations: BTreeMap<String, u64>,
     failing_seeds: Vec<u64>,
+    /// Simulated drills: one hash over the seeds' trace hashes, in seed order; a replay of
+    /// the same seeds prints the same.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trace_hash: Option<String>,
 }
 
 fn summarize(rs: &[Report], arg: &str, took: Duration) -> Summary {
@@ -487,13 +574,22 @@ fn summarize(rs: &[Report], arg: &str, took: Duration) -> Summary {
         ),
         violations,
         failing_seeds: rs.iter().filter(|r| !r.passed).map(|r| r.seed).collect(),
+        trace_hash: rs
+            .iter()
+            .all(|r| r.trace_hash.is_some())
+            .then(|| dst::Trace::combine(rs.iter().filter_map(|r| r.trace_hash.clone()))),
     }
 }
 
 fn print_random(s: &Summary, rs: &[Report], a: &DrillArgs) {
     println!(
-        "random drills, seeds {}: {} run, {} passed, {} failed in {:.0} s",
-        s.seeds_arg, s.seeds, s.passed, s.failed, s.wall_s
+        "random drills ({}), seeds {}: {} run, {} passed, {} failed in {:.1} s",
+        rs.first().map_or("-", |r| r.mode.as_str()),
+        s.seeds_arg,
+        s.seeds,
+        s.passed,
+        s.failed,
+        s.wall_s
     );
     let faults: Vec<String> = s.faults.iter().map(|(k, v)| format!("{k} {v}")).collect();
     println!("  faults injected: {}", faults.join(", "));
@@ -513,6 +609,9 @@ fn print_random(s: &Summary, rs: &[Report], a: &DrillArgs) {
     );
     let total: u64 = s.violations.values().sum();
     println!("  invariant violations: {total}");
+    if let Some(h) = &s.trace_hash {
+        println!("  trace hash: {h} (the same seeds replay to the same hash)");
+    }
     for (k, v) in s.violations.iter().filter(|(_, v)| **v > 0) {
         println!("    {k}: {v}");
     }

@@ -24,7 +24,10 @@
 
 pub mod codec;
 pub mod events;
+mod store;
 pub mod wal;
+
+pub use store::{MemLedger, Store};
 
 use crate::task::{TaskRecord, Transition};
 use codec::{APPLIED_KEY, FORMAT, FORMAT_KEY};

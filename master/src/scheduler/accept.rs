@@ -118,7 +118,7 @@ impl MasterState {
         // reaches the master after the task is queued.
         let done: Callback = Box::new(move |r| {
             if let Some(m) = master {
-                let _ = m.cast(MasterMsg::Durable(id, r.clone()));
+                m(MasterMsg::Durable(id, r.clone()));
             }
             let _ = reply.send(
                 r.map(|_| Submitted {

@@ -1,7 +1,7 @@
 //! The ractor shell around [`MasterState`]: sets the clock, routes each message to its
 //! handler, and carries out the effects the handler left.
 
-use super::{Effect, MasterArgs, MasterMsg, MasterState, placed_sink};
+use super::{Effect, MasterArgs, MasterMsg, MasterState, mailbox, placed_sink};
 use crate::task::now_us;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ impl Actor for Master {
         myself: ActorRef<MasterMsg>,
         args: MasterArgs,
     ) -> Result<MasterState, ActorProcessingErr> {
-        let mut st = MasterState::start(args, Some(myself.clone()), Instant::now(), now_us())?;
+        let mut st = MasterState::start(args, Some(mailbox(&myself)), Instant::now(), now_us())?;
         carry_out(&myself, &mut st);
         myself.send_interval(Duration::from_millis(st.cfg.scheduler.tick_ms), || {
             MasterMsg::Tick

@@ -124,7 +124,7 @@ impl MasterState {
         let m = self.myself.clone()?;
         Some(Box::new(move |r| {
             if r.is_ok() {
-                let _ = m.cast(MasterMsg::Retired(id, seq));
+                m(MasterMsg::Retired(id, seq));
             }
         }))
     }
@@ -135,7 +135,7 @@ impl MasterState {
         let m = self.myself.clone()?;
         Some(Box::new(move |r| {
             if r.is_err() {
-                let _ = m.cast(MasterMsg::WriteFailed(what));
+                m(MasterMsg::WriteFailed(what));
             }
         }))
     }

@@ -31,7 +31,7 @@ pub use actor::Master;
 pub use placement::PlantStatus;
 
 use crate::config::Config;
-use crate::ledger::{Commit, FeedSwitch, Ledger, LedgerError};
+use crate::ledger::{Commit, FeedSwitch, LedgerError, Store};
 use crate::task::{Priority, TaskRecord};
 use heatmesh_agents::fault::Fault;
 use heatmesh_agents::{AgentStatus, EventSink, PlantEvent, PlantSpec};
@@ -39,7 +39,7 @@ use heatmesh_mesh::{NodeLink, NodeSession, PlantLink, SessionSink};
 use lifecycle::Counts;
 use ractor::{ActorRef, RpcReplyPort};
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use token::DispatchToken;
@@ -240,8 +240,8 @@ pub enum MasterMsg {
 pub struct MasterArgs {
     /// Configuration (validated).
     pub config: Config,
-    /// The opened ledger.
-    pub ledger: Ledger,
+    /// The opened ledger (the on-disk [`crate::ledger::Ledger`], or the simulator's).
+    pub ledger: Arc<dyn Store>,
     /// An in-process node that prefers every plant (`heatmesh up`); None for a master that
     /// only places plants on attached nodes (`heatmesh master`).
     pub local_node: Option<Arc<dyn NodeLink>>,
@@ -250,6 +250,21 @@ pub struct MasterArgs {
     /// Deliberate defects for proving the drill checker (test builds only).
     #[cfg(feature = "planted-bugs")]
     pub planted: PlantedBugs,
+}
+
+impl MasterArgs {
+    /// A master over `config` and `ledger`: no in-process node, dispatch running, no
+    /// deliberate defects.
+    pub fn new(config: Config, ledger: Arc<dyn Store>) -> MasterArgs {
+        MasterArgs {
+            config,
+            ledger,
+            local_node: None,
+            paused: false,
+            #[cfg(feature = "planted-bugs")]
+            planted: PlantedBugs::default(),
+        }
+    }
 }
 
 /// Deliberate defects that the drill checker must catch. Compiled only with the
@@ -335,12 +350,26 @@ struct NodeRt {
     lost_reason: Option<String>,
 }
 
-/// Master state.
+/// Where the master's own messages go: the actor's mailbox in service, the simulator's
+/// event queue under simulation. Ledger callbacks post through it.
+pub type Mailbox = Arc<dyn Fn(MasterMsg) + Send + Sync>;
+
+/// The mailbox of a master actor.
+pub fn mailbox(master: &ActorRef<MasterMsg>) -> Mailbox {
+    let m = master.clone();
+    Arc::new(move |msg| {
+        let _ = m.cast(msg);
+    })
+}
+
+/// Master state. The maps whose order a decision can see (nodes, plants, queues) are
+/// ordered, so the same inputs make the same choices in every process (the deterministic
+/// simulation relies on it).
 pub struct MasterState {
     cfg: Config,
-    myself: Option<ActorRef<MasterMsg>>,
-    ledger: Ledger,
-    nodes: HashMap<String, NodeRt>,
+    myself: Option<Mailbox>,
+    ledger: Arc<dyn Store>,
+    nodes: BTreeMap<String, NodeRt>,
     started: Instant,
     /// Monotonic time of the message being handled.
     now: Instant,
@@ -352,10 +381,10 @@ pub struct MasterState {
     active: HashMap<u64, Active>,
     idem: HashMap<String, u64>,
     failed: BTreeSet<u64>,
-    plants: HashMap<String, PlantRt>,
-    agents: HashMap<QueueKey, AgentView>,
-    ready: HashMap<QueueKey, BinaryHeap<Reverse<(Priority, u64)>>>,
-    in_flight: HashMap<QueueKey, usize>,
+    plants: BTreeMap<String, PlantRt>,
+    agents: BTreeMap<QueueKey, AgentView>,
+    ready: BTreeMap<QueueKey, BinaryHeap<Reverse<(Priority, u64)>>>,
+    in_flight: BTreeMap<QueueKey, usize>,
     delayed: BTreeSet<(Instant, u64)>,
     deadlines: BTreeSet<(u64, u64)>,
     leases: BTreeSet<(Instant, u64, u32)>,

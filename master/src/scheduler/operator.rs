@@ -219,7 +219,7 @@ impl MasterState {
     }
 
     /// The mesh as operators see it, sorted by id.
-    pub(super) fn snapshot(&self) -> MeshSnapshot {
+    pub fn snapshot(&self) -> MeshSnapshot {
         let mut plants: Vec<PlantView> = self
             .plants
             .values()

@@ -2,28 +2,28 @@
 //! from the ledger; dispatched and orphaned tasks go back to pending.
 
 use super::lifecycle::Event;
-use super::{MasterArgs, MasterMsg, MasterState, NodeRt, PlantRt, PlantStatus};
+use super::{Mailbox, MasterArgs, MasterState, NodeRt, PlantRt, PlantStatus};
 use crate::ledger::LedgerError;
 use crate::task::Status;
-use ractor::ActorRef;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
 
 impl MasterState {
     /// The state a master starts with: plants at their journaled epochs, unfinished tasks
     /// re-queued, the in-process node (if any) attached, every plant placed where it can be.
-    /// `myself` is None only in tests, which carry the effects out by hand.
+    /// `myself` receives the ledger's callbacks; None only in tests that carry them out
+    /// by hand.
     pub fn start(
         args: MasterArgs,
-        myself: Option<ActorRef<MasterMsg>>,
+        myself: Option<Mailbox>,
         now: Instant,
         wall_us: u64,
     ) -> Result<MasterState, LedgerError> {
         let mut st = MasterState {
             myself,
-            plants: HashMap::new(),
+            plants: BTreeMap::new(),
             ledger: args.ledger,
-            nodes: HashMap::new(),
+            nodes: BTreeMap::new(),
             started: now,
             now,
             wall_us,
@@ -33,9 +33,9 @@ impl MasterState {
             active: HashMap::new(),
             idem: HashMap::new(),
             failed: BTreeSet::new(),
-            agents: HashMap::new(),
-            ready: HashMap::new(),
-            in_flight: HashMap::new(),
+            agents: BTreeMap::new(),
+            ready: BTreeMap::new(),
+            in_flight: BTreeMap::new(),
             delayed: BTreeSet::new(),
             deadlines: BTreeSet::new(),
             leases: BTreeSet::new(),
@@ -99,15 +99,14 @@ impl MasterState {
     fn recover(&mut self) -> Result<(), LedgerError> {
         let mut requeue = Vec::new();
         let ledger = self.ledger.clone();
-        for r in ledger.scan_all() {
-            let rec = r?;
+        ledger.scan(&mut |rec| {
             self.next_id = self.next_id.max(rec.id + 1);
             self.seq = self.seq.max(rec.seq);
             if rec.status == Status::Failed {
                 self.failed.insert(rec.id);
             }
             if rec.status.is_terminal() {
-                continue;
+                return Ok(());
             }
             let id = rec.id;
             if let Some(k) = &rec.idempotency_key {
@@ -119,7 +118,8 @@ impl MasterState {
             self.counts.moved(None, Some(rec.status));
             requeue.push((id, rec.status, self.plants.contains_key(&rec.plant_id)));
             self.active.insert(id, Self::loaded(rec));
-        }
+            Ok(())
+        })?;
         let n = requeue.len();
         for (id, status, known) in requeue {
             if !known {

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::config::SAMPLE_FLEET;
+use crate::ledger::Ledger;
 use crate::task::{Status, now_us};
 use heatmesh_agents::{Assignment, Outcome};
 use heatmesh_ingest::PlantFeeds;
@@ -59,6 +60,7 @@ struct Rig {
     /// Timers the handlers set, not yet fired.
     timers: Vec<(Duration, MasterMsg)>,
     t0: Instant,
+    ledger: Ledger,
     _dir: tempfile::TempDir,
 }
 
@@ -78,7 +80,7 @@ impl Rig {
         let ledger = Ledger::open(dir.path()).unwrap();
         let args = MasterArgs {
             config,
-            ledger,
+            ledger: Arc::new(ledger.clone()),
             local_node: None,
             paused: false,
             #[cfg(feature = "planted-bugs")]
@@ -91,6 +93,7 @@ impl Rig {
             sent: Sent::default(),
             timers: Vec::new(),
             t0,
+            ledger,
             _dir: dir,
         };
         rig.settle();
@@ -192,8 +195,8 @@ impl Rig {
 
     /// The task's journal as the ledger holds it: (from, to) per entry.
     async fn journal(&self, id: u64) -> Vec<(Option<Status>, Status, String)> {
-        self.st.ledger.barrier().await.unwrap();
-        let h = self.st.ledger.history(id).unwrap();
+        self.ledger.barrier().await.unwrap();
+        let h = self.ledger.history(id).unwrap();
         h.into_iter().map(|t| (t.from, t.to, t.detail)).collect()
     }
 }
@@ -385,7 +388,7 @@ async fn a_task_orphaned_more_than_max_orphaned_times_fails_and_says_why() {
         why.contains("orphaned 3 times") && why.contains("scheduler.max_orphaned = 2"),
         "{why}"
     );
-    let rec = rig.st.ledger.get(id).unwrap().unwrap();
+    let rec = rig.ledger.get(id).unwrap().unwrap();
     assert_eq!(rec.error.as_deref(), Some(why.as_str()));
     assert_eq!(rig.st.refused, 0);
 }
@@ -439,7 +442,7 @@ async fn cancel_and_retry_failed_go_through_the_table() {
     };
     rig.done(1, session("node-1", 1), &a, fail);
     assert_eq!(rig.status(id), Status::Failed);
-    rig.st.ledger.barrier().await.unwrap();
+    rig.ledger.barrier().await.unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel();
     rig.at(2, MasterMsg::RetryFailed(None, None, tx.into()));
     assert_eq!(rx.await.unwrap().unwrap(), [id]);
@@ -458,7 +461,7 @@ async fn cancel_and_retry_failed_go_through_the_table() {
     assert!(e.to_string().contains("already cancelled"), "{e}");
     rig.done(5, session("node-1", 1), &a, completed());
     assert_eq!(
-        rig.st.ledger.get(id).unwrap().unwrap().status,
+        rig.ledger.get(id).unwrap().unwrap().status,
         Status::Cancelled
     );
     assert_eq!(rig.st.refused, 0);

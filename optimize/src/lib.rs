@@ -1,6 +1,7 @@
-//! GL-001 multi-plant heat distribution: scenario format, LP/MILP dispatch, greedy fallback,
-//! independent verification and reporting. Pure computation: no I/O beyond reading a scenario
-//! file, no async, no global state.
+//! heatmesh-optimize: GL-001 multi-plant heat distribution: scenario format, LP/MILP
+//! dispatch, greedy fallback, independent verification and reporting. Pure computation: no
+//! I/O beyond reading a scenario file, no async, no global state; its dependency list (no
+//! tokio, ractor, proto or storage) keeps it so.
 //!
 //! Entry point: [`optimize`]. Format and output are documented in `docs/optimize.md`.
 

@@ -4,8 +4,8 @@
 //! LP sizes are timed with both microlp and clarabel so the `lp_solver = auto` threshold can
 //! be checked against this machine.
 
-use heatmesh_master::optimize::bench::{BenchFigures, bench_with};
-use heatmesh_master::optimize::{GeneratorParams, LpSolverChoice};
+use heatmesh_optimize::bench::{BenchFigures, bench_with};
+use heatmesh_optimize::{GeneratorParams, LpSolverChoice};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
