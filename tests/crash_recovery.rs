@@ -5,18 +5,11 @@ mod common;
 
 use common::*;
 use heatmesh_proto::v1 as pb;
+use heatmesh_sim::process::free_port;
 use pb::TaskStatus as S;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn spawn_up(dir: &std::path::Path, port: u16, faults: bool) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_heatmesh"));

@@ -23,7 +23,7 @@ pub struct AgentKind {
     /// request leaves them unset, so the stored request says exactly what was computed.
     pub plant_defaults: fn(&mut serde_json::Value, &PlantSpec),
     /// Whether the kind consumes GL-001 unit setpoints (the master's heat-distribution
-    /// result for its plant) as a request; no kind does yet.
+    /// result for its plant) as a request: GL-001 `DispatchSetpoints` does.
     pub accepts_setpoints: bool,
     /// The shipped example request (examples/calc/<kind>.json): what the demo, the drills'
     /// client and the calculation benchmark send.

@@ -4,7 +4,10 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-/// A free loopback port (bound and released; good enough on a quiet test machine).
+/// A free loopback port (bound and released; good enough on a quiet test machine). Only for
+/// child processes, which must be restarted on the same port (a master after kill -9, its
+/// nodes still dialing the old address); in-process servers bind `127.0.0.1:0` and report
+/// the port they got.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
