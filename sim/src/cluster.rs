@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
-/// A master and its nodes as processes on loopback, with a temporary data directory.
+/// A master and its nodes as processes on loopback, with a temporary data directory: the
+/// one way heatmesh starts a real multi-process mesh (tests, drills, `heatmesh bench
+/// cluster`, `heatmesh loadtest`).
 pub struct Cluster {
     /// Data directory, cookie file and logs live here.
     pub dir: tempfile::TempDir,
@@ -25,15 +27,25 @@ pub struct Cluster {
     pub master: Option<Proc>,
     /// Node processes by id.
     pub nodes: HashMap<String, Proc>,
-    /// More `HEATMESH_*` settings for the master (drills: leases, attempts).
+    /// More `HEATMESH_*` settings for the master (default: a 5 s start-up grace for
+    /// placement; drills add leases and attempts).
     pub master_env: Vec<(String, String)>,
+    /// More arguments for `heatmesh master` (`--config FILE`).
+    pub master_args: Vec<String>,
+    /// Start the master with `--allow-fault-injection` (drills and tests; default true).
+    pub fault_injection: bool,
+    master_starts: u32,
     bin: PathBuf,
 }
 
 impl Cluster {
     /// A cluster of `bin` (the heatmesh executable) with a fresh cookie and data directory.
     pub fn new(bin: &Path) -> std::io::Result<Cluster> {
-        let dir = tempfile::tempdir()?;
+        Cluster::in_dir(tempfile::tempdir()?, bin)
+    }
+
+    /// A cluster living in `dir` (its cookie is written there).
+    pub fn in_dir(dir: tempfile::TempDir, bin: &Path) -> std::io::Result<Cluster> {
         let cookie = dir.path().join("cookie");
         std::fs::write(&cookie, "drill-cluster-cookie-0123456789\n")?;
         Ok(Cluster {
@@ -43,40 +55,157 @@ impl Cluster {
             dir,
             master: None,
             nodes: HashMap::new(),
-            master_env: Vec::new(),
+            master_env: vec![(
+                "HEATMESH_PLACEMENT__STARTUP_GRACE_MS".to_string(),
+                "5000".to_string(),
+            )],
+            master_args: Vec::new(),
+            fault_injection: true,
+            master_starts: 0,
             bin: bin.to_path_buf(),
         })
+    }
+
+    /// Starts (or restarts) the master on the same ports and data directory; each start
+    /// logs to a file of its own (`master-N.log`).
+    pub fn spawn_master(&mut self) -> std::io::Result<()> {
+        let mut env = vec![(
+            "HEATMESH_CLUSTER__COOKIE_FILE".to_string(),
+            self.cookie.display().to_string(),
+        )];
+        env.extend(self.master_env.iter().cloned());
+        let mut args = master_args(self.grpc, self.metrics, &self.dir.path().join("data"));
+        if !self.fault_injection {
+            args.retain(|a| a != "--allow-fault-injection");
+        }
+        args.extend(self.master_args.iter().cloned());
+        self.master_starts += 1;
+        let log = self.log(&format!("master-{}", self.master_starts));
+        self.master = Some(Proc::spawn("master", &self.bin, &args, &env, Some(&log))?);
+        Ok(())
+    }
+
+    /// [`Cluster::spawn_master`] for tests: panics if the process cannot start.
+    pub fn start_master(&mut self) {
+        self.spawn_master().expect("spawn master");
+    }
+
+    /// Starts a node preferring `plants` that dials `master` (the master or a proxy).
+    pub fn spawn_node(
+        &mut self,
+        id: &str,
+        plants: &[&str],
+        master: SocketAddr,
+    ) -> std::io::Result<()> {
+        let args = node_args(id, plants, master, loopback(), &self.cookie);
+        let p = Proc::spawn(id, &self.bin, &args, &[], Some(&self.log(id)))?;
+        self.nodes.insert(id.to_string(), p);
+        Ok(())
+    }
+
+    /// [`Cluster::spawn_node`] for tests: panics if the process cannot start.
+    pub fn start_node(&mut self, id: &str, plants: &[&str], master: SocketAddr) {
+        self.spawn_node(id, plants, master).expect("spawn node");
+    }
+
+    /// Names of the processes that have exited, sorted.
+    pub fn exited(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(m) = self.master.as_mut()
+            && m.try_exit().is_some()
+        {
+            out.push(m.name.clone());
+        }
+        for (id, n) in self.nodes.iter_mut() {
+            if n.try_exit().is_some() {
+                out.push(id.clone());
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Waits until the master accepts connections; fails, with the end of its log, when it
+    /// exits or `timeout` passes first.
+    pub async fn reach_master(&mut self, timeout: Duration) -> Result<Channel, String> {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.master.as_mut().and_then(|m| m.try_exit()) {
+                return Err(format!(
+                    "master exited ({st}) at start; {}",
+                    self.newest_master_log_tail(12)
+                ));
+            }
+            let uri = format!("http://{}", self.grpc);
+            if let Ok(ch) = Channel::from_shared(uri)
+                .map_err(|e| e.to_string())?
+                .connect()
+                .await
+            {
+                return Ok(ch);
+            }
+            if Instant::now() > end {
+                return Err(format!(
+                    "master not reachable on {} after {timeout:?}; {}",
+                    self.grpc,
+                    self.newest_master_log_tail(12)
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until every (plant, node) of `want` runs; fails, naming what is missing, when a
+    /// process exits or `timeout` passes first. Returns how long it took.
+    pub async fn wait_running(
+        &mut self,
+        want: &[(String, String)],
+        timeout: Duration,
+    ) -> Result<Duration, String> {
+        let start = Instant::now();
+        let mut mesh =
+            pb::mesh_service_client::MeshServiceClient::new(self.reach_master(timeout).await?);
+        loop {
+            if let Some(gone) = self.exited().first() {
+                let log = if gone == "master" {
+                    self.newest_master_log_tail(12)
+                } else {
+                    tail(&self.log(gone), 12)
+                };
+                return Err(format!("{gone} exited while the mesh started; {log}"));
+            }
+            let plants = mesh
+                .list_plants(pb::ListPlantsRequest {})
+                .await
+                .map(|r| r.into_inner().plants)
+                .unwrap_or_default();
+            let mut missing: Vec<String> = want
+                .iter()
+                .filter(|(plant, node)| {
+                    !plants
+                        .iter()
+                        .any(|p| &p.id == plant && &p.node == node && p.status == "running")
+                })
+                .map(|(plant, node)| format!("{plant} on {node}"))
+                .collect();
+            if missing.is_empty() {
+                return Ok(start.elapsed());
+            }
+            if start.elapsed() > timeout {
+                missing.sort();
+                return Err(format!(
+                    "plants not running on their nodes after {timeout:?}: {}; {}",
+                    missing.join(", "),
+                    self.newest_master_log_tail(12)
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Log file of a process.
     pub fn log(&self, name: &str) -> PathBuf {
         self.dir.path().join(format!("{name}.log"))
-    }
-
-    /// Starts (or restarts) the master on the same ports and data directory.
-    pub fn start_master(&mut self) {
-        let mut env = vec![
-            (
-                "HEATMESH_CLUSTER__COOKIE_FILE".to_string(),
-                self.cookie.display().to_string(),
-            ),
-            (
-                "HEATMESH_PLACEMENT__STARTUP_GRACE_MS".to_string(),
-                "5000".to_string(),
-            ),
-        ];
-        env.extend(self.master_env.iter().cloned());
-        let args = master_args(self.grpc, self.metrics, &self.dir.path().join("data"));
-        let log = self.log(&format!("master-{}", crate::process::free_port()));
-        self.master =
-            Some(Proc::spawn("master", &self.bin, &args, &env, Some(&log)).expect("spawn master"));
-    }
-
-    /// Starts a node preferring `plants` that dials `master` (the master or a proxy).
-    pub fn start_node(&mut self, id: &str, plants: &[&str], master: SocketAddr) {
-        let args = node_args(id, plants, master, loopback(), &self.cookie);
-        let p = Proc::spawn(id, &self.bin, &args, &[], Some(&self.log(id))).expect("spawn node");
-        self.nodes.insert(id.to_string(), p);
     }
 
     /// The standard layout: `node-1`..`node-3` preferring `Plant-001`..`Plant-003` (the node
@@ -129,18 +258,10 @@ impl Cluster {
 
     /// The last `n` lines of the most recently started master's log (for failure messages).
     pub fn newest_master_log_tail(&self, n: usize) -> String {
-        let newest = std::fs::read_dir(self.dir.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with("master-"))
-            .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok());
-        let Some(e) = newest else {
+        if self.master_starts == 0 {
             return "(no master log)".into();
-        };
-        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
+        }
+        tail(&self.log(&format!("master-{}", self.master_starts)), n)
     }
 
     /// Waits until every plant runs on the expected node.
@@ -325,4 +446,15 @@ pub async fn assert_all_completed_once(
         h.await.unwrap();
     }
     took
+}
+
+/// The last `n` lines of a log file, headed by its path.
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    format!(
+        "last lines of {}:\n{}",
+        path.display(),
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    )
 }

@@ -6,7 +6,7 @@ use super::report::{
     ProcFigures, ProcessReport, Report, SetpointReport, Verdict,
 };
 use super::{LoadtestError, RateSchedule, Scenario, generate_fleet};
-use crate::process::{Proc, loopback, node_args};
+use crate::cluster::Cluster;
 use hdrhistogram::Histogram;
 use heatmesh_agents::registry;
 use heatmesh_master::procstat::{self, Sample};
@@ -145,17 +145,8 @@ struct Mesh {
 
 /// Processes started for the run.
 struct Started {
-    dir: tempfile::TempDir,
-    master: Proc,
-    nodes: Vec<Proc>,
+    cluster: Cluster,
     ready_s: f64,
-}
-
-fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    let tail = lines[lines.len().saturating_sub(12)..].join("\n");
-    format!("last lines of {}:\n{tail}", path.display())
 }
 
 fn mesh_err(what: impl Into<String>) -> LoadtestError {
@@ -189,7 +180,7 @@ fn uri_of(addr: &str) -> String {
 }
 
 impl Started {
-    /// Writes the generated configuration and cookie, starts `heatmesh master` and one
+    /// Writes the generated configuration, starts `heatmesh master` and one
     /// `heatmesh node --plant P` per plant, and waits until every plant runs on its node.
     async fn start(
         s: &Scenario,
@@ -201,131 +192,45 @@ impl Started {
             .prefix("heatmesh-loadtest-")
             .tempdir()
             .map_err(|e| LoadtestError::io("creating the run directory", e))?;
-        let path = dir.path().to_path_buf();
-        let (cookie, config) = (path.join("cookie"), path.join("fleet.toml"));
-        std::fs::write(&cookie, "loadtest-cluster-cookie-0123456789\n")
-            .map_err(|e| LoadtestError::io(format!("writing {}", cookie.display()), e))?;
+        let mut cluster = Cluster::in_dir(dir, bin)
+            .map_err(|e| LoadtestError::io("writing the cluster cookie", e))?;
+        let path = cluster.dir.path().to_path_buf();
+        let config = path.join("fleet.toml");
         std::fs::write(&config, &fleet.toml)
             .map_err(|e| LoadtestError::io(format!("writing {}", config.display()), e))?;
+        // The load test measures the master as configured: no drill settings.
+        cluster.master_env.clear();
+        cluster.fault_injection = false;
+        cluster.master_args = vec!["--config".into(), config.display().to_string()];
         on_event(Event::Starting {
             plants: fleet.plants.len(),
             dir: &path,
         });
-        let (grpc, metrics) = (loopback(), loopback());
-        let args: Vec<String> = [
-            "master",
-            "--config",
-            &config.display().to_string(),
-            "--listen",
-            &grpc.to_string(),
-            "--metrics-listen",
-            &metrics.to_string(),
-            "--data-dir",
-            &path.join("data").display().to_string(),
-        ]
-        .iter()
-        .map(|a| a.to_string())
-        .collect();
-        let env = [(
-            "HEATMESH_CLUSTER__COOKIE_FILE".to_string(),
-            cookie.display().to_string(),
-        )];
         let t0 = Instant::now();
-        let master_log = path.join("master.log");
-        let mut master = Proc::spawn("master", bin, &args, &env, Some(&master_log))
+        cluster
+            .spawn_master()
             .map_err(|e| LoadtestError::io(format!("starting {} master", bin.display()), e))?;
-        let end = Instant::now() + Duration::from_secs(30);
-        let channel = loop {
-            if let Some(st) = master.try_exit() {
-                return Err(mesh_err(format!(
-                    "master exited ({st}) at start; {}",
-                    log_tail(&master_log)
-                )));
-            }
-            if let Ok(ch) = connect(&format!("http://{grpc}")).await {
-                break ch;
-            }
-            if Instant::now() > end {
-                return Err(mesh_err(format!(
-                    "master not reachable on {grpc} after 30 s; {}",
-                    log_tail(&master_log)
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        let mut nodes = Vec::new();
-        let mut want = HashMap::new();
+        cluster
+            .reach_master(Duration::from_secs(30))
+            .await
+            .map_err(mesh_err)?;
+        let mut want = Vec::new();
         for (i, p) in fleet.plants.iter().enumerate() {
             let id = format!("node-{:03}", i + 1);
-            let args = node_args(&id, &[p.id.as_str()], grpc, loopback(), &cookie);
-            let log = path.join(format!("{id}.log"));
-            nodes.push(
-                Proc::spawn(&id, bin, &args, &[], Some(&log))
-                    .map_err(|e| LoadtestError::io(format!("starting node {id}"), e))?,
-            );
-            want.insert(p.id.clone(), id);
+            cluster
+                .spawn_node(&id, &[p.id.as_str()], cluster.grpc)
+                .map_err(|e| LoadtestError::io(format!("starting node {id}"), e))?;
+            want.push((p.id.clone(), id));
         }
-        let mut started = Started {
-            dir,
-            master,
-            nodes,
-            ready_s: 0.0,
-        };
         // Generous for a small machine: every process is starting at once.
         let limit = Duration::from_secs(60) + Duration::from_secs(2) * want.len() as u32;
-        let mut mesh = MeshServiceClient::new(channel);
-        loop {
-            if let Some(gone) = started.exited().first() {
-                let log = path.join(format!("{gone}.log"));
-                return Err(mesh_err(format!(
-                    "{gone} exited while the mesh started; {}",
-                    log_tail(&log)
-                )));
-            }
-            let plants = mesh
-                .list_plants(pb::ListPlantsRequest {})
-                .await
-                .map(|r| r.into_inner().plants)
-                .unwrap_or_default();
-            let missing: Vec<String> = want
-                .iter()
-                .filter(|(plant, node)| {
-                    !plants
-                        .iter()
-                        .any(|p| &p.id == *plant && &p.node == *node && p.status == "running")
-                })
-                .map(|(plant, node)| format!("{plant} on {node}"))
-                .collect();
-            if missing.is_empty() {
-                break;
-            }
-            if t0.elapsed() > limit {
-                let mut missing = missing;
-                missing.sort();
-                return Err(mesh_err(format!(
-                    "plants not running on their nodes after {limit:?}: {}; {}",
-                    missing.join(", "),
-                    log_tail(&master_log)
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        started.ready_s = t0.elapsed().as_secs_f64();
+        cluster.wait_running(&want, limit).await.map_err(mesh_err)?;
+        let grpc = cluster.grpc;
+        let started = Started {
+            cluster,
+            ready_s: t0.elapsed().as_secs_f64(),
+        };
         Ok((started, grpc))
-    }
-
-    /// Names of processes that have exited.
-    fn exited(&mut self) -> Vec<String> {
-        let mut out = Vec::new();
-        if self.master.try_exit().is_some() {
-            out.push(self.master.name.clone());
-        }
-        for n in &mut self.nodes {
-            if n.try_exit().is_some() {
-                out.push(n.name.clone());
-            }
-        }
-        out
     }
 }
 
@@ -1271,7 +1176,9 @@ pub async fn run(
     let sweeper = tokio::spawn(sweep(mesh.channel.clone(), shared.clone(), stop_rx.clone()));
     let (sample_stop, sample_rx) = watch::channel(false);
     let probe = match (
-        started.as_ref().and_then(|st| st.master.pid()),
+        started
+            .as_ref()
+            .and_then(|st| st.cluster.master.as_ref()?.pid()),
         &opts.master_metrics,
     ) {
         (Some(pid), _) => MasterProbe::Pid(pid),
@@ -1282,7 +1189,7 @@ pub async fn run(
         probe,
         started
             .as_ref()
-            .map(|st| st.nodes.iter().filter_map(Proc::pid).collect())
+            .map(|st| st.cluster.nodes.values().filter_map(|p| p.pid()).collect())
             .unwrap_or_default(),
         sample_rx,
     ));
@@ -1361,8 +1268,8 @@ pub async fn run(
     let mut ledger_bytes = None;
     let mut logs = None;
     if let Some(st) = started.as_mut() {
-        exited = st.exited();
-        ledger_bytes = Some(dir_size(&st.dir.path().join("data")));
+        exited = st.cluster.exited();
+        ledger_bytes = Some(dir_size(&st.cluster.dir.path().join("data")));
     }
     let processes = ProcessReport {
         // A remote master's share of this machine's memory means nothing.
@@ -1379,18 +1286,20 @@ pub async fn run(
         exited,
         ledger_bytes,
     };
-    let nodes = started.as_ref().map_or(0, |st| st.nodes.len());
+    let nodes = started.as_ref().map_or(0, |st| st.cluster.nodes.len());
     if let Some(st) = started.take() {
         // Stop the mesh before its directory goes (or is kept).
-        let Started {
+        let Cluster {
             dir,
             mut master,
             mut nodes,
             ..
-        } = st;
+        } = st.cluster;
         // Master first, so it does not re-place the plants of nodes going away.
-        master.kill9();
-        for n in &mut nodes {
+        if let Some(m) = master.as_mut() {
+            m.kill9();
+        }
+        for n in nodes.values_mut() {
             n.kill9();
         }
         if opts.keep_logs {
