@@ -149,6 +149,62 @@ fn clean(m: &Model, x: &mut Dispatch) {
     }
 }
 
+/// Most solver threads at once, abandoned ones included. A solve past its budget keeps its
+/// thread until the solver's own deadline stops it (shortly after); a new solve waits for a
+/// slot (within its budget, then the greedy merit order answers with a warning), so threads
+/// never pile up.
+pub const MAX_SOLVER_THREADS: usize = 4;
+
+static SOLVERS: Slots = Slots::new();
+
+/// Solver threads running now (abandoned ones included).
+pub fn solver_threads() -> usize {
+    SOLVERS.running()
+}
+
+/// A counted pool of solver-thread slots.
+struct Slots {
+    running: std::sync::Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+impl Slots {
+    const fn new() -> Slots {
+        Slots {
+            running: std::sync::Mutex::new(0),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+
+    fn running(&self) -> usize {
+        *self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits up to `wait` for one of `max` slots.
+    fn claim(&'static self, max: usize, wait: Duration) -> Option<SolverSlot> {
+        let guard = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut n, _) = self
+            .freed
+            .wait_timeout_while(guard, wait, |n| *n >= max)
+            .unwrap_or_else(|e| e.into_inner());
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(SolverSlot(self))
+    }
+}
+
+/// A claim on a slot, released when dropped (its thread ends, answered or abandoned).
+struct SolverSlot(&'static Slots);
+
+impl Drop for SolverSlot {
+    fn drop(&mut self) {
+        *self.0.running.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        self.0.freed.notify_one();
+    }
+}
+
 /// Run one solve on a worker thread and wait at most `budget`.
 ///
 /// microlp 0.6 checks its deadline every 1000 simplex pivots and between branch-and-bound
@@ -162,12 +218,20 @@ fn run_budgeted(
     engine: Engine,
     budget: Duration,
 ) -> Result<Solved, Failure> {
+    let t0 = Instant::now();
+    let Some(slot) = SOLVERS.claim(MAX_SOLVER_THREADS, budget / 2) else {
+        return Err(Failure::Other(format!(
+            "{MAX_SOLVER_THREADS} solver threads still running (earlier solves past their budget)"
+        )));
+    };
+    let budget = budget.saturating_sub(t0.elapsed());
     let (tx, rx) = mpsc::channel();
     let m = Arc::clone(model);
     let inner = budget.mul_f64(0.9);
     let spawned = std::thread::Builder::new()
         .name("gl001-solver".to_string())
         .spawn(move || {
+            let _slot = slot;
             let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
                 formulate::solve(&m, &spec, engine, inner)
             }))

@@ -668,3 +668,30 @@ fn marginal_costs_can_be_switched_off() {
     let r = optimize(&sc).unwrap();
     assert!(r.plants.iter().all(|p| p.marginal_cost_eur_mwh.is_some()));
 }
+
+#[test]
+fn solver_threads_are_capped_and_every_slot_comes_back() {
+    static POOL: Slots = Slots::new();
+    let held: Vec<SolverSlot> = (0..3)
+        .map(|_| POOL.claim(3, Duration::ZERO).unwrap())
+        .collect();
+    let t = Instant::now();
+    assert!(
+        POOL.claim(3, Duration::from_millis(30)).is_none(),
+        "a fourth slot of three"
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(30),
+        "gave up before its wait"
+    );
+    // A slot freed while a claim waits is taken by it.
+    let waiter = std::thread::spawn(|| POOL.claim(3, Duration::from_secs(10)).is_some());
+    std::thread::sleep(Duration::from_millis(20));
+    drop(held);
+    assert!(waiter.join().unwrap());
+    assert_eq!(POOL.running(), 0);
+    // A solve's slot comes back when its thread ends.
+    let r = optimize(&reference(30.0)).unwrap();
+    assert_eq!(r.algorithm, AlgorithmUsed::Lp);
+    assert!(solver_threads() <= MAX_SOLVER_THREADS);
+}
