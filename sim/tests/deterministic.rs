@@ -89,3 +89,33 @@ fn the_planted_stale_epoch_bug_is_caught_and_its_seed_replays_the_same_failing_t
         v.violations, first.trace_hash, v.examples[0]
     );
 }
+
+#[test]
+fn every_shipped_drill_passes_simulated_with_what_it_is_about() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../drills");
+    let run = |file: &str| {
+        let text = std::fs::read_to_string(format!("{dir}/{file}")).unwrap();
+        let r = dst::run(&Scenario::from_toml(&text).unwrap(), 1).report;
+        assert!(r.passed, "{file}: {}", failures(&r));
+        assert_eq!(r.tasks.acked, r.tasks.completed, "{file}");
+        r
+    };
+    let r = run("plant-node-loss.toml");
+    let kill = r.faults.iter().find(|f| f.action == "kill-node").unwrap();
+    assert!(kill.detected_ms.is_some_and(|d| d < 100.0), "{kill:?}");
+    assert!(r.tasks.orphaned > 0, "{:?}", r.tasks);
+    let r = run("partition-heal.toml");
+    let cut = r.faults.iter().find(|f| f.action == "partition").unwrap();
+    // Lease 600 ms, checked every 60 ms, from the last heartbeat (every 100 ms) before the cut.
+    assert!(
+        cut.detected_ms.is_some_and(|d| (450.0..800.0).contains(&d)),
+        "{cut:?}"
+    );
+    assert!(r.tasks.stale_rejected.unwrap() > 0, "{:?}", r.tasks);
+    let r = run("agent-crash-loop.toml");
+    assert!(r.plant_escalations.unwrap() >= 1, "{r:?}");
+    let r = run("master-crash.toml");
+    assert!(r.faults[0].recovered_ms.is_some(), "{:?}", r.faults);
+    let r = run("rolling-restart.toml");
+    assert_eq!(r.faults.len(), 4);
+}

@@ -155,8 +155,8 @@ impl MemLedger {
         self.lock().groups
     }
 
-    /// Makes every queued commit durable as one group, in submit order, then runs each
-    /// commit's `done` and `applied` callbacks (outside the lock: callbacks read back). With
+    /// Makes every queued commit durable as one group, in submit order, then runs every
+    /// `done` callback and then every `applied` one (outside the lock: callbacks read back). With
     /// the disk full, nothing is written and every callback gets [`LedgerError::DiskFull`].
     /// Returns how many commits the group carried.
     pub fn sync(&self) -> usize {
@@ -188,13 +188,10 @@ impl MemLedger {
             (callbacks, result)
         };
         let n = group.len();
-        for (done, applied) in group {
-            if let Some(f) = done {
-                f(result.clone());
-            }
-            if let Some(f) = applied {
-                f(result.clone());
-            }
+        // As on disk: every acknowledgement of the group, then every applied callback.
+        let (dones, applieds): (Vec<_>, Vec<_>) = group.into_iter().unzip();
+        for f in dones.into_iter().chain(applieds).flatten() {
+            f(result.clone());
         }
         n
     }

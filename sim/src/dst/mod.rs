@@ -1269,8 +1269,10 @@ impl World {
         };
         now.nodes.sort();
         now.plants.sort();
+        // Answered a microsecond after it was asked, as a real poll is: a view taken at the
+        // very instant of a fault shows its effect and must not pass for the state before.
         if self.views.last().is_none_or(|(_, _, last)| *last != now) {
-            self.views.push((self.wall(), self.wall(), now));
+            self.views.push((self.wall(), self.wall() + 1, now));
         }
     }
 
