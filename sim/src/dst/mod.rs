@@ -13,8 +13,10 @@
 //! unless their connection was abandoned meanwhile. A crash of the master drops every
 //! commit not yet synced ([`MemLedger::crash`]).
 //!
-//! Architecture Invariant: nothing here sleeps, spawns or reads a clock; the time is
-//! `now`, advanced from one event to the next. sim/tests/deterministic.rs keeps it so.
+//! Architecture Invariant: nothing here sleeps or spawns, and the time is `now`, advanced
+//! from one event to the next. The clock is read twice, outside the trace: once to anchor
+//! the `Instant`s handed to the master (only differences from it are ever used) and once to
+//! time the run for its report. sim/tests/deterministic.rs keeps it so.
 
 mod node;
 
