@@ -218,6 +218,14 @@ impl MasterState {
         });
     }
 
+    /// Tasks not finished yet (pending, dispatched, orphaned), from the lifecycle counts.
+    pub fn unfinished(&self) -> u64 {
+        [Status::Pending, Status::Dispatched, Status::Orphaned]
+            .into_iter()
+            .map(|s| self.counts.get(s))
+            .sum()
+    }
+
     /// The mesh as operators see it, sorted by id.
     pub fn snapshot(&self) -> MeshSnapshot {
         let mut plants: Vec<PlantView> = self

@@ -28,7 +28,7 @@ use crate::workload::{self, Log, Outcome, Sent};
 use heatmesh_agents::PlantEvent;
 use heatmesh_base::{Backoff, Rng};
 use heatmesh_master::config::Config;
-use heatmesh_master::ledger::{MemLedger, Store};
+use heatmesh_master::ledger::MemLedger;
 use heatmesh_master::scheduler::{
     ApiError, Effect, Mailbox, MasterArgs, MasterMsg, MasterState, NewTask, Submitted,
 };
@@ -442,13 +442,12 @@ impl World {
         })
     }
 
+    /// Submits still waiting for an answer plus the master's unfinished tasks (checked
+    /// after every event, so from its counts, not a scan of the ledger; the mesh is whole
+    /// by then, so a master is running).
     fn open_tasks(&self) -> usize {
-        let mut open = 0;
-        let _ = self.ledger.scan(&mut |r| {
-            open += usize::from(!r.status.is_terminal());
-            Ok(())
-        });
-        open + self.client.pending.len()
+        let unfinished = self.master.as_ref().map_or(1, |m| m.unfinished() as usize);
+        unfinished + self.client.pending.len()
     }
 
     fn master_view(&self) -> Vec<(String, String, u64, String)> {
