@@ -1,6 +1,8 @@
 //! A full disk under the ledger: submits are refused with RESOURCE_EXHAUSTED and the master
-//! reports not ready; once space is free again and the master restarted, every
-//! acknowledged task completes and no refused one ever appears. The data directory is a real 16 MiB tmpfs filled to the last byte.
+//! reports not ready; once space is free again the master is ready again by itself, with no
+//! submit and no restart needed first, every acknowledged task completes, and no refused
+//! one ever appears, then or after a restart. The data directory is a real 16 MiB tmpfs
+//! filled to the last byte.
 
 mod common;
 
@@ -53,6 +55,10 @@ fn fill(path: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_disk_refuses_submits_reports_not_ready_and_loses_nothing_acknowledged() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("heatmesh_master=info,sled=info")
+        .with_test_writer()
+        .try_init();
     let Some(disk) = SmallDisk::mount(16) else {
         // Mounting needs CAP_SYS_ADMIN; without it there is no disk small enough to fill.
         eprintln!("SKIPPED: cannot mount a tmpfs here (needs CAP_SYS_ADMIN)");
@@ -60,8 +66,9 @@ async fn a_full_disk_refuses_submits_reports_not_ready_and_loses_nothing_acknowl
     };
     let data = disk.path().join("data");
     let dir = tempfile::tempdir().unwrap();
-    let cfg = test_config(&data);
-    let mut h = start_with(cfg, dir, false).await;
+    let mut cfg = test_config(&data);
+    cfg.ledger.disk_reserve_mib = 2;
+    let mut h = start_with(cfg.clone(), dir, false).await;
     let metrics = h.mesh.metrics_addr.unwrap();
     let first = submit_ok(&mut h, submit("Plant-001", seed_balance())).await;
     assert_eq!(http_get(metrics, "/readyz").await.0, 200);
@@ -99,15 +106,34 @@ async fn a_full_disk_refuses_submits_reports_not_ready_and_loses_nothing_acknowl
         "{body}"
     );
 
-    // Space comes back. The log takes writes again at once; sled, the state store, refuses
-    // every write after an I/O error, so the master says a restart is needed and one is made.
+    // Space comes back. Nothing is submitted: the master must notice by itself, since a
+    // balancer sends nothing to a master that is not ready.
     std::fs::remove_file(disk.path().join("filler")).unwrap();
-    let (code, body) = http_get(metrics, "/readyz").await;
-    if code == 503 {
-        assert!(body.contains("restart the master"), "{body}");
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, body) = http_get(metrics, "/readyz").await;
+        if code == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "still not ready 10 s after space came back: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    for id in &acked {
+        let t = wait_terminal(&mut h.tasks, id, Duration::from_secs(10)).await;
+        assert_eq!(
+            t.status,
+            heatmesh_proto::v1::TaskStatus::Completed as i32,
+            "{t:?}"
+        );
+    }
+    acked.push(submit_ok(&mut h, submit("Plant-001", seed_balance())).await);
+
+    // A restart replays the same: every acknowledged task, none of the refused ones.
     h.mesh.shutdown().await;
-    let mut h = start_with(test_config(&data), tempfile::tempdir().unwrap(), false).await;
+    let mut h = start_with(cfg, tempfile::tempdir().unwrap(), false).await;
     let after = submit_ok(&mut h, submit("Plant-001", seed_balance())).await;
     acked.push(after);
     for id in &acked {

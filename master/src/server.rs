@@ -125,10 +125,13 @@ pub fn metrics_handle() -> PrometheusHandle {
 /// serves the APIs. Returns once the listeners are bound.
 pub async fn start(config: Config, opts: StartOptions) -> Result<RunningMesh, StartError> {
     let metrics = metrics_handle();
-    let ledger = Ledger::open(&config.data_dir).map_err(|source| StartError::Ledger {
-        dir: config.data_dir.display().to_string(),
-        source,
-    })?;
+    let ledger =
+        Ledger::open_with(&config.data_dir, config.ledger.options()).map_err(|source| {
+            StartError::Ledger {
+                dir: config.data_dir.display().to_string(),
+                source,
+            }
+        })?;
     let readings = Readings::new(ledger.clone(), &config).map_err(|source| StartError::Ledger {
         dir: config.data_dir.display().to_string(),
         source,

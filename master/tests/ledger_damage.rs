@@ -20,6 +20,7 @@ fn open(dir: &Path) -> Result<Ledger, LedgerError> {
     let opts = || LedgerOptions {
         segment_bytes: 16 * 1024,
         checkpoint_every: Duration::from_millis(100),
+        ..LedgerOptions::default()
     };
     let end = Instant::now() + Duration::from_secs(10);
     loop {

@@ -360,6 +360,7 @@ pub(crate) fn target(f: &crate::scenario::Fault) -> String {
             f.jitter_ms
         ),
         Action::CrashMaster | Action::RestartMaster => "master".into(),
+        Action::DiskFull | Action::FreeDisk => "master's disk".into(),
         _ => f.node.clone().unwrap_or_default(),
     }
 }
@@ -841,10 +842,14 @@ fn expectations(
                 }
             }
         }
+        // A drill that fills the disk expects its submits refused meanwhile, as promised
+        // (RESOURCE_EXHAUSTED, nothing accepted); no other refusal is.
+        let fills_disk = s.faults.iter().any(|f| f.action == Action::DiskFull);
         let refused: Vec<String> = log
             .sent
             .iter()
             .filter_map(|x| match &x.outcome {
+                Outcome::Refused(e) if fills_disk && e.contains("ledger disk full") => None,
                 Outcome::Refused(e) | Outcome::Unknown(e) => Some(format!("{}: {e}", x.key)),
                 _ => None,
             })
@@ -939,14 +944,18 @@ fn latencies(
         .filter(|(_, f)| {
             !matches!(
                 f.step.action,
-                Action::Heal | Action::RestartNode | Action::RestartMaster
+                Action::Heal | Action::RestartNode | Action::RestartMaster | Action::FreeDisk
             )
         })
         .map(|(k, f)| {
             let undo = faults[k + 1..].iter().find(|g| {
                 matches!(
                     g.step.action,
-                    Action::Heal | Action::RestartNode | Action::RestartMaster | Action::SlowAgent
+                    Action::Heal
+                        | Action::RestartNode
+                        | Action::RestartMaster
+                        | Action::SlowAgent
+                        | Action::FreeDisk
                 ) && g.step.node == f.step.node
                     && g.step.plant == f.step.plant
             });

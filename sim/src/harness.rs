@@ -165,6 +165,8 @@ pub struct InProcMesh {
     nodes: BTreeMap<String, Option<SimNode>>,
     prefs: BTreeMap<String, Vec<String>>,
     policy: RestartPolicy,
+    /// The master's disk counts as full (a `disk-full` step not yet undone).
+    disk_full: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -183,6 +185,7 @@ impl InProcMesh {
             master: None,
             nodes: BTreeMap::new(),
             prefs: s.mesh.node_ids().into_iter().collect(),
+            disk_full: false,
             _dir: dir,
         };
         mesh.start_master().await?;
@@ -207,6 +210,10 @@ impl InProcMesh {
                 Err(e) => return Err(format!("starting the master: {e}")),
             }
         };
+        // A master restarted on a full disk finds it still full.
+        if self.disk_full {
+            running.ledger().space().set_fake_free(Some(0));
+        }
         // Restarts come back on the same port, as a restarted process would.
         self.cfg.listen = running.grpc_addr;
         self.net.set_master(Some(running.node_server().clone()));
@@ -323,6 +330,16 @@ impl DrillMesh for InProcMesh {
                         inject_agent_fault(&self.uri(), f).await?;
                     }
                 }
+                // The ledger's own free-space watch is told the disk has no space: the same
+                // refusals, reserve and recovery as a real full disk, without filling one.
+                Action::DiskFull | Action::FreeDisk => {
+                    self.disk_full = f.action == Action::DiskFull;
+                    if let Some(m) = &self.master {
+                        m.ledger()
+                            .space()
+                            .set_fake_free(self.disk_full.then_some(0));
+                    }
+                }
             }
             Ok(())
         })
@@ -330,6 +347,12 @@ impl DrillMesh for InProcMesh {
 
     fn make_whole(&mut self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
+            if self.disk_full {
+                self.disk_full = false;
+                if let Some(m) = &self.master {
+                    m.ledger().space().set_fake_free(None);
+                }
+            }
             if self.master.is_none() {
                 self.start_master().await?;
             }

@@ -148,6 +148,12 @@ impl DrillMesh for ProcMesh {
                         inject_agent_fault(&self.uri(), f).await?;
                     }
                 }
+                Action::DiskFull | Action::FreeDisk => {
+                    return Err(format!(
+                        "{}: the multi-process harness cannot fill the master's disk; run it simulated or in-process (tests/disk_full.rs fills a real one)",
+                        f.action.as_str()
+                    ));
+                }
             }
             Ok(())
         })

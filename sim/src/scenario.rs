@@ -35,7 +35,7 @@ pub enum ModeSupport {
     /// Both in-process and multi-process.
     #[default]
     Both,
-    /// In-process only.
+    /// Simulated or in-process, not multi-process (`modes = "in-process"`).
     InProcess,
     /// Multi-process only.
     MultiProcess,
@@ -189,6 +189,12 @@ pub enum Action {
     SlowAgent,
     /// Kill a node and start it again: one step of a rolling restart.
     RestartNodeRolling,
+    /// Fill the master's disk: the ledger refuses every write (in-process: its free-space
+    /// watch sees none; simulated: the in-memory ledger's disk); with `duration_ms`, free it
+    /// that much later.
+    DiskFull,
+    /// Free the master's disk again.
+    FreeDisk,
 }
 
 impl Action {
@@ -205,6 +211,8 @@ impl Action {
             Action::PanicAgent => "panic-agent",
             Action::SlowAgent => "slow-agent",
             Action::RestartNodeRolling => "restart-node-rolling",
+            Action::DiskFull => "disk-full",
+            Action::FreeDisk => "free-disk",
         }
     }
 
@@ -421,6 +429,7 @@ impl Scenario {
                     Action::CrashMaster => Some(Action::RestartMaster),
                     Action::Partition | Action::Delay => Some(Action::Heal),
                     Action::SlowAgent => Some(Action::SlowAgent),
+                    Action::DiskFull => Some(Action::FreeDisk),
                     _ => None,
                 };
                 if let Some(a) = undo {

@@ -118,4 +118,9 @@ fn every_shipped_drill_passes_simulated_with_what_it_is_about() {
     assert!(r.faults[0].recovered_ms.is_some(), "{:?}", r.faults);
     let r = run("rolling-restart.toml");
     assert_eq!(r.faults.len(), 4);
+    // Refused while full; what was in flight completes once space is back, with no submit
+    // after it (the load ended before).
+    let r = run("disk-full.toml");
+    assert!(r.tasks.refused > 100, "{:?}", r.tasks);
+    assert!(r.tasks.acked > 100, "{:?}", r.tasks);
 }

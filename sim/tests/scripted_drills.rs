@@ -60,4 +60,8 @@ async fn shipped_drills_pass_in_process() {
     let r = run("rolling-restart.toml").await;
     assert_eq!(r.faults.len(), 4);
     assert_eq!(r.tasks.failed, 0);
+
+    let r = run("disk-full.toml").await;
+    assert!(r.tasks.refused > 100, "{:?}", r.tasks);
+    assert_eq!(r.tasks.failed, 0);
 }

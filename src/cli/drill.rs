@@ -148,14 +148,21 @@ pub async fn run(a: DrillArgs) -> anyhow::Result<()> {
         let text = crate::read_input(f)?;
         let s = Scenario::from_toml(&text).with_context(|| format!("scenario {}", f.display()))?;
         use heatmesh_sim::scenario::ModeSupport as M;
-        match (s.modes, a.mode) {
-            (M::InProcess, Mode::MultiProcess) => bail!("{}: modes = in-process only", f.display()),
-            (M::MultiProcess, Mode::InProcess | Mode::Simulated) => {
-                bail!("{}: modes = multi-process only", f.display())
-            }
-            _ => {}
+        let unsuited = match (s.modes, a.mode) {
+            (M::InProcess, Mode::MultiProcess) => Some("simulated or in-process only"),
+            (M::MultiProcess, Mode::InProcess | Mode::Simulated) => Some("multi-process only"),
+            _ => None,
+        };
+        match unsuited {
+            // One file asked for by name: say why it cannot run. Among several (a glob), the
+            // ones that suit the mode run and the rest are named.
+            Some(why) if a.files.len() == 1 => bail!("{}: {why} (its `modes`)", f.display()),
+            Some(why) => eprintln!("skipping {}: {why} (its `modes`)", f.display()),
+            None => scenarios.push(s),
         }
-        scenarios.push(s);
+    }
+    if scenarios.is_empty() {
+        bail!("none of the scenarios runs in this mode (see each file's `modes`)");
     }
     if a.print {
         for s in &scenarios {

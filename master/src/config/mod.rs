@@ -277,6 +277,37 @@ pub struct Config {
     pub heat: HeatConfig,
     /// Plant data: what the master accepts as readings.
     pub readings: ReadingsConfig,
+    /// The ledger's storage.
+    pub ledger: LedgerConfig,
+}
+
+/// The ledger's storage.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerConfig {
+    /// Space held in the data directory's `reserve` file, MiB. When the disk fills, the
+    /// ledger refuses new work and gives this space to its state store, so what it already
+    /// acknowledged still reaches it; writes resume by themselves once the reserve fits
+    /// again with as much to spare. 0 keeps none.
+    pub disk_reserve_mib: u64,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            disk_reserve_mib: 64,
+        }
+    }
+}
+
+impl LedgerConfig {
+    /// The ledger's options for this configuration.
+    pub fn options(&self) -> crate::ledger::LedgerOptions {
+        crate::ledger::LedgerOptions {
+            reserve_bytes: self.disk_reserve_mib.saturating_mul(1024 * 1024),
+            ..Default::default()
+        }
+    }
 }
 
 /// Limits on readings, checked before anything reaches the ledger.
@@ -315,6 +346,7 @@ impl Default for Config {
             plants: Vec::new(),
             heat: HeatConfig::default(),
             readings: ReadingsConfig::default(),
+            ledger: LedgerConfig::default(),
         }
     }
 }

@@ -25,6 +25,7 @@
 pub mod codec;
 pub mod events;
 mod read;
+pub mod space;
 mod store;
 pub mod wal;
 
@@ -161,8 +162,12 @@ pub struct Commit {
 pub struct LedgerOptions {
     /// Log segment size.
     pub segment_bytes: u64,
-    /// How often sled is flushed so log segments can be removed.
+    /// How often sled is flushed so log segments can be removed; free space is looked at
+    /// as often ([`space`]).
     pub checkpoint_every: Duration,
+    /// Bytes kept in the data directory's reserve file, given back to the state store when
+    /// the disk fills ([`space`]); 0 keeps none.
+    pub reserve_bytes: u64,
 }
 
 impl Default for LedgerOptions {
@@ -170,6 +175,7 @@ impl Default for LedgerOptions {
         LedgerOptions {
             segment_bytes: WalOptions::default().segment_bytes,
             checkpoint_every: Duration::from_secs(1),
+            reserve_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -193,6 +199,7 @@ pub struct Ledger {
     tx: mpsc::UnboundedSender<Commit>,
     events: events::Hub,
     pos: Arc<Positions>,
+    space: Arc<space::Space>,
     /// Serialises node-epoch increments (read, write, wait) across attaching nodes.
     epoch_lock: Arc<Mutex<()>>,
     info: Arc<OpenInfo>,
@@ -203,7 +210,8 @@ pub struct Ledger {
 struct Positions {
     /// Commits queued for the log thread and not yet taken into a group.
     queued: AtomicUsize,
-    /// The last group failed to reach the log (a full disk, an I/O error).
+    /// The last group failed to reach the log for another cause than a full disk (which
+    /// [`space::Space`] tracks).
     write_failing: std::sync::atomic::AtomicBool,
     /// Applying to the state store failed; sled refuses every write after an I/O error,
     /// so only a restart (which replays the log) mends it.
@@ -391,6 +399,7 @@ impl Ledger {
             applied_before,
             torn_tail_bytes: report.torn_tail_bytes,
         };
+        let space = Arc::new(space::Space::open(dir, opts.reserve_bytes));
         let (tx, rx) = mpsc::unbounded_channel();
         let events = events::Hub::default();
         let pos = Arc::new(Positions::default());
@@ -403,18 +412,18 @@ impl Ledger {
         let (to_apply, applied_rx) = std::sync::mpsc::channel::<Synced>();
         let (closing, closed) = std::sync::mpsc::channel::<()>();
         spawn("ledger-log", {
-            let (events, pos) = (events.clone(), pos.clone());
-            move || log_loop(wal, rx, to_apply, events, &pos)
+            let (events, pos, space) = (events.clone(), pos.clone(), space.clone());
+            move || log_loop(wal, rx, to_apply, events, &pos, &space)
         })?;
         spawn("ledger-apply", {
-            let (state, pos) = (state.clone(), pos.clone());
-            move || apply_loop(state, applied_rx, closing, &pos)
+            let (state, pos, space) = (state.clone(), pos.clone(), space.clone());
+            move || apply_loop(state, applied_rx, closing, &pos, &space)
         })?;
         spawn("ledger-checkpoint", {
             let db = db.clone();
             let every = opts.checkpoint_every;
-            let pos = pos.clone();
-            move || checkpoint_loop(db, closed, every, &pos)
+            let (pos, space) = (pos.clone(), space.clone());
+            move || checkpoint_loop(db, closed, every, &pos, &space)
         })?;
         Ok(Ledger {
             db,
@@ -422,6 +431,7 @@ impl Ledger {
             tx,
             events,
             pos,
+            space,
             epoch_lock: Arc::new(Mutex::new(())),
             info: Arc::new(info),
         })
@@ -446,9 +456,16 @@ impl Ledger {
         })
     }
 
-    /// Whether the last write to the log failed: the master is not ready until one succeeds.
+    /// Whether writes fail: the disk counts as full (until space is freed, checked once a
+    /// checkpoint interval), or the last group failed for another cause. The master is not
+    /// ready meanwhile.
     pub fn write_failing(&self) -> bool {
-        self.pos.write_failing.load(Ordering::Acquire)
+        self.space.full() || self.pos.write_failing.load(Ordering::Acquire)
+    }
+
+    /// The free-space watch of the data directory.
+    pub fn space(&self) -> &space::Space {
+        &self.space
     }
 
     /// Whether the state store stopped taking writes (an I/O error such as a full disk):
@@ -536,6 +553,7 @@ fn log_loop(
     to_apply: std::sync::mpsc::Sender<Synced>,
     events: events::Hub,
     pos: &Positions,
+    space: &space::Space,
 ) {
     let mut purged_through = pos.checkpointed.load(Ordering::Acquire);
     while let Some(first) = rx.blocking_recv() {
@@ -555,6 +573,8 @@ fn log_loop(
         }
         let (record, result) = if payload.is_empty() {
             (None, Ok(()))
+        } else if space.guard() {
+            (None, Err(LedgerError::DiskFull(space.why())))
         } else {
             let lsn = wal.append(&payload);
             match wal.sync() {
@@ -566,11 +586,16 @@ fn log_loop(
                 }
                 Err(e) => {
                     tracing::error!("ledger: log write of {} commits failed: {e}", commits.len());
-                    pos.write_failing.store(true, Ordering::Release);
                     metrics::counter!("heatmesh_ledger_write_failures_total").increment(1);
                     if Wal::is_disk_full(&e) {
+                        space.declare_full(e.to_string());
+                        // A failed fdatasync poisons the log: freed space does not mend it.
+                        if wal.poisoned() {
+                            pos.write_failing.store(true, Ordering::Release);
+                        }
                         (None, Err(LedgerError::DiskFull(e.to_string())))
                     } else {
+                        pos.write_failing.store(true, Ordering::Release);
                         (None, Err(storage(e)))
                     }
                 }
@@ -624,6 +649,7 @@ fn apply_loop(
     rx: std::sync::mpsc::Receiver<Synced>,
     closing: std::sync::mpsc::Sender<()>,
     pos: &Positions,
+    space: &space::Space,
 ) {
     // After one failed apply, sled and the log disagree until a restart replays the log:
     // everything after it fails too rather than acknowledging on a state with a hole.
@@ -644,6 +670,9 @@ fn apply_loop(
             (_, Some(e)) => Err(e.clone()),
             (None, None) => Ok(()),
             (Some(lsn), None) => {
+                // What the log holds must reach sled whatever the disk says; a disk about to
+                // fill gives its reserve to this write.
+                space.guard();
                 let started = Instant::now();
                 let mut batch = sled::Batch::default();
                 let r = ready
@@ -693,6 +722,7 @@ fn checkpoint_loop(
     closing: std::sync::mpsc::Receiver<()>,
     every: Duration,
     pos: &Positions,
+    space: &space::Space,
 ) {
     use std::sync::mpsc::RecvTimeoutError;
     loop {
@@ -702,6 +732,8 @@ fn checkpoint_loop(
             closing.recv_timeout(every),
             Err(RecvTimeoutError::Disconnected)
         );
+        // Before the flush: a disk about to fill gives its reserve to this flush.
+        space.check();
         let applied = pos.applied.load(Ordering::Acquire);
         if applied > pos.checkpointed.load(Ordering::Acquire) {
             let started = Instant::now();

@@ -202,18 +202,27 @@ impl MemLedger {
         std::mem::take(&mut self.lock().queued).len()
     }
 
-    /// Fills (true) or frees (false) the simulated disk.
+    /// Fills (true) or frees (false) the simulated disk. As on disk, writes count as
+    /// failing from the moment it fills until it is freed, with no write needed to notice.
     pub fn set_disk_full(&self, full: bool) {
-        self.lock().disk_full = full;
+        let mut m = self.lock();
+        m.disk_full = full;
+        m.write_failing = full;
     }
 
     /// The next epoch for a node attaching now, durable at once (the on-disk ledger waits
-    /// for its sync; under simulation that wait takes no simulated time).
-    pub fn next_node_epoch(&self, node: &str) -> u64 {
+    /// for its sync; under simulation that wait takes no simulated time). A full disk
+    /// refuses it, as on disk: the node cannot attach until space is freed.
+    pub fn next_node_epoch(&self, node: &str) -> Result<u64, LedgerError> {
         let mut m = self.lock();
+        if m.disk_full {
+            return Err(LedgerError::DiskFull(
+                "simulated: no space left on device".into(),
+            ));
+        }
         let e = m.node_epochs.get(node).copied().unwrap_or(0) + 1;
         m.node_epochs.insert(node.to_string(), e);
-        e
+        Ok(e)
     }
 }
 
@@ -328,16 +337,17 @@ mod tests {
         assert!(m.write_failing());
         assert!(m.get(7).unwrap().is_none());
         m.set_disk_full(false);
-        m.submit(Commit::default()).unwrap();
-        m.sync();
         assert!(!m.write_failing());
     }
 
     #[test]
     fn node_epochs_only_increase() {
         let m = MemLedger::new();
-        assert_eq!(m.next_node_epoch("node-1"), 1);
-        assert_eq!(m.next_node_epoch("node-1"), 2);
-        assert_eq!(m.next_node_epoch("node-2"), 1);
+        assert_eq!(m.next_node_epoch("node-1").unwrap(), 1);
+        assert_eq!(m.next_node_epoch("node-1").unwrap(), 2);
+        m.set_disk_full(true);
+        assert!(m.next_node_epoch("node-2").is_err());
+        m.set_disk_full(false);
+        assert_eq!(m.next_node_epoch("node-2").unwrap(), 1);
     }
 }

@@ -46,6 +46,7 @@ fn small() -> LedgerOptions {
     LedgerOptions {
         segment_bytes: 256,
         checkpoint_every: Duration::from_millis(20),
+        reserve_bytes: 1024 * 1024,
     }
 }
 
@@ -311,4 +312,42 @@ async fn a_format_2_ledger_opens_with_its_readings_as_blocks() {
         .unwrap()
         .and_then(|v| codec::u64_value(&v));
     assert_eq!(f, Some(FORMAT));
+}
+
+async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(5);
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_writes_and_recovers_by_itself_once_space_is_freed() {
+    let d = tempfile::tempdir().unwrap();
+    let l = Ledger::open_with(d.path(), small()).unwrap();
+    commit(&l, accept(1)).await.unwrap();
+    assert!(d.path().join(space::RESERVE_FILE).exists());
+
+    // Free space runs low: the next checkpoint declares the disk full, before any write
+    // hits the end, and the reserve goes back to the filesystem.
+    l.space().set_fake_free(Some(1000));
+    until("the disk counts as full", || l.write_failing()).await;
+    assert!(!d.path().join(space::RESERVE_FILE).exists());
+    let err = commit(&l, accept(2)).await.unwrap_err();
+    assert!(
+        matches!(&err, LedgerError::DiskFull(why) if why.contains("free, below the")),
+        "{err:?}"
+    );
+    assert_eq!(l.get(2).unwrap(), None);
+    // Reads and empty barriers still work.
+    l.barrier().await.unwrap();
+    assert_eq!(l.get(1).unwrap(), Some(rec(1)));
+
+    // Space comes back: no write has to come first for the ledger to notice.
+    l.space().set_fake_free(None);
+    until("writes resume", || !l.write_failing()).await;
+    assert!(d.path().join(space::RESERVE_FILE).exists());
+    commit(&l, accept(2)).await.unwrap();
+    assert_eq!(l.get(2).unwrap(), Some(rec(2)));
 }

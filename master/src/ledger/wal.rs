@@ -363,6 +363,11 @@ impl Wal {
         Ok(())
     }
 
+    /// Whether an fdatasync failed: nothing more is written until the log is opened again.
+    pub fn poisoned(&self) -> bool {
+        self.poisoned
+    }
+
     /// Whether `e` means the disk (or its quota) is full.
     pub fn is_disk_full(e: &WalError) -> bool {
         matches!(e, WalError::Io { source, .. }

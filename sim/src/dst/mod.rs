@@ -951,7 +951,11 @@ impl World {
             self.schedule_dial(id);
             return;
         }
-        let node_epoch = self.ledger.next_node_epoch(id);
+        // The master refuses an attach whose node epoch cannot be made durable (a full disk).
+        let Ok(node_epoch) = self.ledger.next_node_epoch(id) else {
+            self.schedule_dial(id);
+            return;
+        };
         let link = Arc::new(SimNodeLink {
             id: id.to_string(),
             node_epoch,
@@ -1133,6 +1137,8 @@ impl World {
                 }
             }
             Action::Heal => self.heal(&node),
+            Action::DiskFull => self.ledger.set_disk_full(true),
+            Action::FreeDisk => self.ledger.set_disk_full(false),
             Action::Delay => {
                 let paths = [
                     self.to_master.get_mut(&node),
@@ -1227,6 +1233,7 @@ impl World {
     }
 
     fn make_whole(&mut self) {
+        self.ledger.set_disk_full(false);
         let ids: Vec<String> = self.nodes.keys().cloned().collect();
         for id in &ids {
             self.heal(id);
