@@ -66,6 +66,10 @@ enum Command {
     Plants(cli::client::JsonFlag),
     /// List nodes.
     Nodes(cli::client::JsonFlag),
+    /// Take a consistent online backup of the running master's ledger into one file.
+    Backup(cli::backup::BackupArgs),
+    /// Rebuild a new data directory from a backup file (`heatmesh backup`).
+    Restore(cli::backup::RestoreArgs),
     /// Import historian CSV files (a file or a folder) as a plant's readings.
     Ingest(cli::readings::IngestArgs),
     /// Show one meter's readings over a time window (table, `--csv` or `--json`).
@@ -149,6 +153,8 @@ fn main() -> ExitCode {
             Command::Agents(a) => cli::client::agents(&addr, a).await,
             Command::Plants(a) => cli::client::plants(&addr, a).await,
             Command::Nodes(a) => cli::client::nodes(&addr, a).await,
+            Command::Backup(a) => cli::backup::backup(&addr, a).await,
+            Command::Restore(a) => cli::backup::restore(a),
             Command::Ingest(a) => cli::readings::ingest(&addr, a).await,
             Command::Readings(a) => cli::readings::readings(&addr, a).await,
             Command::Meters(a) => cli::readings::meters(&addr, a).await,

@@ -1,5 +1,6 @@
 //! Command implementations, one file per command family.
 
+pub mod backup;
 pub mod bench;
 pub mod bench_calc;
 pub mod bench_cluster;

@@ -435,7 +435,18 @@ where
     F: FnOnce(tokio::sync::mpsc::Sender<Result<T, GrpcStatus>>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    stream_bounded(1024, f)
+}
+
+/// [`async_stream`] with `cap` items in flight at most (large items: a slow reader holds
+/// back the producer instead of the master's memory).
+fn stream_bounded<T, F, Fut>(cap: usize, f: F) -> BoxStream<T>
+where
+    T: Send + 'static,
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<T, GrpcStatus>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(cap);
     tokio::spawn(f(tx));
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
@@ -555,5 +566,68 @@ impl MeshService for Api {
         self.call(|r| MasterMsg::InjectFault(req.plant_id, kind.id.to_string(), fault, r))
             .await??;
         Ok(Response::new(pb::InjectFaultResponse {}))
+    }
+
+    type BackupStream = BoxStream<pb::BackupChunk>;
+
+    async fn backup(
+        &self,
+        _: Request<pb::BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, GrpcStatus> {
+        // Everything acknowledged before this call is applied once the barrier resolves.
+        self.ledger
+            .barrier()
+            .await
+            .map_err(|e| GrpcStatus::unavailable(format!("backup: {e}")))?;
+        let (ledger, dir) = (self.ledger.clone(), self.config.data_dir.clone());
+        let started = std::time::Instant::now();
+        let (file, info) = tokio::task::spawn_blocking(move || ledger.write_backup_file(&dir))
+            .await
+            .map_err(|e| GrpcStatus::internal(format!("backup: {e}")))?
+            .map_err(|e| GrpcStatus::unavailable(format!("backup: {e}")))?;
+        tracing::info!(
+            lsn = info.lsn,
+            entries = info.entries,
+            tasks = info.tasks,
+            bytes = info.bytes,
+            took_ms = started.elapsed().as_millis() as u64,
+            "backup written; sending it"
+        );
+        // Four 1 MiB chunks in flight at most, whatever the client's pace.
+        let stream = stream_bounded(4, move |tx| async move {
+            use tokio::io::AsyncReadExt;
+            // `file` lives until the last chunk is sent, then the partial file goes.
+            let mut f = match tokio::fs::File::open(file.path()).await {
+                Ok(f) => f,
+                Err(e) => {
+                    let _ = tx
+                        .send(Err(GrpcStatus::internal(format!("backup: {e}"))))
+                        .await;
+                    return;
+                }
+            };
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                match f.read(&mut buf).await {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        let chunk = pb::BackupChunk {
+                            data: buf[..n].to_vec(),
+                        };
+                        if tx.send(Ok(chunk)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx
+                            .send(Err(GrpcStatus::internal(format!("backup: {e}"))))
+                            .await;
+                        break;
+                    }
+                }
+            }
+            drop(file);
+        });
+        Ok(Response::new(stream))
     }
 }

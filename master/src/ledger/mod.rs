@@ -22,6 +22,7 @@
 //! reading ([`codec::reading_key`]), `~applied`, `~format`. Values are postcard. Only the
 //! master writes; the gRPC read paths use the read-only methods.
 
+pub mod backup;
 pub mod codec;
 pub mod events;
 mod read;
@@ -224,6 +225,8 @@ struct Positions {
     unapplied_bytes: AtomicU64,
     /// Woken after every apply, for writers that wait for the lag to shrink.
     apply_progress: tokio::sync::Notify,
+    /// Held by apply around each batch, and by a backup while it copies the state.
+    apply_gate: Mutex<()>,
     stats: Mutex<CommitStats>,
 }
 
@@ -400,6 +403,7 @@ impl Ledger {
             torn_tail_bytes: report.torn_tail_bytes,
         };
         let space = Arc::new(space::Space::open(dir, opts.reserve_bytes));
+        backup::remove_partials(dir);
         let (tx, rx) = mpsc::unbounded_channel();
         let events = events::Hub::default();
         let pos = Arc::new(Positions::default());
@@ -681,7 +685,10 @@ fn apply_loop(
                     .filter_map(|g| g.record.as_ref())
                     .try_for_each(|(lsn, p)| codec::apply_payload(*lsn, p, &mut batch))
                     .map_err(LedgerError::Corrupt)
-                    .and_then(|()| state.apply_batch(batch).map_err(LedgerError::from));
+                    .and_then(|()| {
+                        let _gate = pos.apply_gate.lock().unwrap_or_else(|e| e.into_inner());
+                        state.apply_batch(batch).map_err(LedgerError::from)
+                    });
                 let took = started.elapsed();
                 metrics::histogram!("heatmesh_ledger_apply_seconds").record(took.as_secs_f64());
                 let _ = (pos.stats.lock().unwrap_or_else(|e| e.into_inner()))

@@ -423,6 +423,13 @@ fn valid_record_follows(data: &[u8], bad_at: usize, expect: u64) -> bool {
         .any(|at| parse(data, at).is_ok_and(|r| r.lsn == expect || r.lsn == expect + 1))
 }
 
+/// Creates an empty log in `dir` whose next record is `next_lsn`: one empty segment named
+/// by it (a restored state store that applied up to `next_lsn - 1` then opens against it).
+pub fn create_empty(dir: &Path, next_lsn: u64) -> Result<(), WalError> {
+    std::fs::create_dir_all(dir).map_err(io(dir, "creating the log folder"))?;
+    create_segment(dir, &dir.join(segment_name(next_lsn)))
+}
+
 fn create_segment(dir: &Path, path: &Path) -> Result<(), WalError> {
     let mut f = OpenOptions::new()
         .write(true)
