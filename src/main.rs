@@ -124,6 +124,15 @@ fn main() -> ExitCode {
         _ => "warn",
     };
     init_logging(cli.log_format, cli.log.as_deref(), default_level);
+    // Servers hold a descriptor per connection: take the hard limit where it is higher.
+    if matches!(
+        cli.command,
+        Command::Up(_) | Command::Master(_) | Command::Node(_) | Command::Demo(_)
+    ) && let Some((before, after)) = heatmesh_master::conn::raise_open_file_limit()
+        && after > before
+    {
+        tracing::info!("open-file limit raised from {before} to {after}");
+    }
     // Agent panics are caught and handled by the supervision tree; log them as one line
     // instead of a raw backtrace on stderr.
     std::panic::set_hook(Box::new(|info| {

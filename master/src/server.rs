@@ -254,9 +254,18 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningMesh, St
         )
         .add_service(health)
         .add_service(reflection);
-    // Server::tcp_nodelay is ignored for an incoming stream: set it here, or every small
+    // Accepted under the connection limits (conn.rs), which also set TCP_NODELAY:
+    // Server::tcp_nodelay is ignored for an incoming stream, and without it every small
     // reply waits out the peer's delayed ACK (40 ms on Linux).
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let l = &config.limits;
+    let incoming = crate::conn::incoming(
+        listener,
+        crate::conn::ConnLimits::new(
+            l.max_connections,
+            l.max_connections_per_peer,
+            Duration::from_millis(l.handshake_timeout_ms),
+        ),
+    );
     let mut servers = vec![tokio::spawn(async move {
         if let Err(e) = router
             .serve_with_incoming_shutdown(incoming, async {

@@ -92,6 +92,13 @@ pub struct Limits {
     /// Commits waiting for the ledger's log beyond which new submits are refused with
     /// RESOURCE_EXHAUSTED (and a retry hint) instead of queueing without bound.
     pub max_commit_queue: usize,
+    /// Open gRPC connections at most (kept 256 below the open-file limit).
+    pub max_connections: usize,
+    /// Open gRPC connections from one peer address at most.
+    pub max_connections_per_peer: usize,
+    /// A connection that has not sent the HTTP/2 preface this long after it was accepted is
+    /// closed, ms.
+    pub handshake_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -100,6 +107,9 @@ impl Default for Limits {
             max_payload_bytes: 256 * 1024,
             max_idempotency_key_bytes: 256,
             max_commit_queue: 65_536,
+            max_connections: 4096,
+            max_connections_per_peer: 1024,
+            handshake_timeout_ms: 5000,
         }
     }
 }
