@@ -541,8 +541,17 @@ impl RunningMesh {
         for s in self.stop {
             let _ = s.send(());
         }
-        for h in self.servers {
-            let _ = h.await;
+        // Graceful: calls in progress finish. A stream a client keeps open (StreamEvents,
+        // WatchTask, a node's session) would hold shutdown forever, so it gets 5 s.
+        for mut h in self.servers {
+            if tokio::time::timeout(Duration::from_secs(5), &mut h)
+                .await
+                .is_err()
+            {
+                tracing::warn!("shutdown: streams still open after 5 s; closing them");
+                h.abort();
+                let _ = h.await;
+            }
         }
         // Waited for, so the data directory is free for the next start once this returns.
         let _ = self

@@ -108,6 +108,7 @@ async fn follow(
     let mut feed = client
         .stream_events(pb::StreamEventsRequest {
             terminal_only: true,
+            resume_after_seq: None,
         })
         .await
         .map_err(rpc_err)?

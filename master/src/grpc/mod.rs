@@ -402,22 +402,106 @@ impl TaskService for Api {
         &self,
         req: Request<pb::StreamEventsRequest>,
     ) -> Result<Response<Self::StreamEventsStream>, GrpcStatus> {
-        let terminal_only = req.get_ref().terminal_only;
-        let mut events = self.ledger.feed(Filter { terminal_only });
+        let filter = Filter {
+            terminal_only: req.get_ref().terminal_only,
+        };
+        let resume = req.get_ref().resume_after_seq;
+        // Subscribe before reading the ledger, so no change between the two is missed.
+        let mut events = self.ledger.feed(filter);
+        let ledger = self.ledger.clone();
         let stream = async_stream(move |tx| async move {
-            while let Some(rec) = events.recv().await {
-                if tx.send(Ok(event_to_proto(&rec))).await.is_err() {
-                    return;
+            // Resuming: the last change sent; live ones up to it came from the ledger already.
+            let mut last = 0;
+            if let Some(after) = resume {
+                match replay(&ledger, after, filter, &tx).await {
+                    Some(l) => last = l,
+                    None => return,
                 }
             }
-            if events.lagged() {
-                let msg = format!(
-                    "event feed lagged: this subscriber fell more than {FEED_QUEUE} events behind; resubscribe and reconcile with ListTasks"
-                );
-                let _ = tx.send(Err(GrpcStatus::data_loss(msg))).await;
+            loop {
+                match events.recv().await {
+                    Some(rec) => {
+                        if resume.is_some() {
+                            if rec.seq <= last {
+                                continue;
+                            }
+                            last = rec.seq;
+                        }
+                        if tx.send(Ok(event_to_proto(&rec))).await.is_err() {
+                            return;
+                        }
+                    }
+                    // Cut off for not keeping up: resubscribe, then read what was missed from
+                    // the ledger, so a slow reader misses nothing and holds no memory.
+                    None if events.lagged() && resume.is_some() => {
+                        events = ledger.feed(filter);
+                        match replay(&ledger, last, filter, &tx).await {
+                            Some(l) => last = l,
+                            None => return,
+                        }
+                    }
+                    None if events.lagged() => {
+                        let msg = format!(
+                            "event feed lagged: this subscriber fell more than {FEED_QUEUE} events behind; call again with resume_after_seq set to the last seq received to miss nothing"
+                        );
+                        let _ = tx.send(Err(GrpcStatus::data_loss(msg))).await;
+                        return;
+                    }
+                    None => return,
+                }
             }
         });
         Ok(Response::new(stream))
+    }
+}
+
+/// Sends every change after `after` that `filter` passes, from the ledger in sequence
+/// order, once everything published so far is applied. Returns the last sequence number
+/// read (at least `after`), or None once the receiver is gone or the ledger fails (after
+/// telling the receiver).
+async fn replay(
+    ledger: &crate::ledger::Ledger,
+    mut after: u64,
+    filter: Filter,
+    tx: &tokio::sync::mpsc::Sender<Result<pb::TaskEvent, GrpcStatus>>,
+) -> Option<u64> {
+    const PAGE: usize = 1024;
+    let failed = |e: crate::ledger::LedgerError| GrpcStatus::unavailable(format!("resume: {e}"));
+    if let Err(e) = ledger.barrier().await {
+        let _ = tx.send(Err(failed(e))).await;
+        return None;
+    }
+    loop {
+        let page = match ledger.changes_after(after, PAGE) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = tx.send(Err(failed(e))).await;
+                return None;
+            }
+        };
+        let full = page.len() == PAGE;
+        for (seq, entry, rec) in page {
+            after = seq;
+            if filter.terminal_only && !entry.to.is_terminal() {
+                continue;
+            }
+            let ev = pb::TaskEvent {
+                task_id: rec.id.to_string(),
+                plant_id: rec.plant_id,
+                agent_kind: rec.agent_kind,
+                status: status_to_proto(entry.to) as i32,
+                attempt: entry.attempt,
+                seq,
+                at: Some(convert::ts(entry.at_us)),
+                created_at: Some(convert::ts(rec.created_us)),
+            };
+            if tx.send(Ok(ev)).await.is_err() {
+                return None;
+            }
+        }
+        if !full {
+            return Some(after);
+        }
     }
 }
 

@@ -304,9 +304,10 @@ pub fn read_backup(
         )));
     }
     let format = c.u64("the header")?;
-    if format != FORMAT {
+    // An older format is restored as it is and upgraded when the ledger first opens.
+    if !(2..=FORMAT).contains(&format) {
         return Err(c.damaged(format!(
-            "it holds ledger format {format}; this heatmesh reads format {FORMAT}"
+            "it holds ledger format {format}; this heatmesh reads formats 2 to {FORMAT}"
         )));
     }
     let lsn = c.u64("the header")?;

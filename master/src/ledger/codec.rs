@@ -18,8 +18,9 @@ const INSERT: u8 = 1;
 pub const APPLIED_KEY: &[u8] = b"~applied";
 /// Key of the state format marker.
 pub const FORMAT_KEY: &[u8] = b"~format";
-/// The state format this code writes and reads (3: readings stored as blocks).
-pub const FORMAT: u64 = 3;
+/// The state format this code writes and reads (3: readings stored as blocks; 4: the
+/// change index, [`seq_key`]). Older formats are upgraded on open ([`super::migrate`]).
+pub const FORMAT: u64 = 4;
 
 /// Readings are stored in blocks: one key holds one ingest batch's readings of one meter
 /// within one hour of source time (an hour-aligned bucket), keyed by the block's first source
@@ -55,6 +56,23 @@ pub fn journal_key(id: u64, seq: u64) -> [u8; 17] {
     k[1..9].copy_from_slice(&id.to_be_bytes());
     k[9..].copy_from_slice(&seq.to_be_bytes());
     k
+}
+
+/// Change index key: `S` + sequence number + task id, with no value: the task changes in
+/// sequence order, for feeds that resume after a given change.
+pub fn seq_key(seq: u64, id: u64) -> [u8; 17] {
+    let mut k = [b'S'; 17];
+    k[1..9].copy_from_slice(&seq.to_be_bytes());
+    k[9..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// The (sequence number, task id) of a [`seq_key`].
+pub fn seq_of(k: &[u8]) -> Option<(u64, u64)> {
+    (k.len() == 17 && k[0] == b'S').then(|| {
+        let n = |r: std::ops::Range<usize>| u64::from_be_bytes(k[r].try_into().unwrap_or([0; 8]));
+        (n(1..9), n(9..17))
+    })
 }
 
 /// Node epoch key: `E` + node id.
@@ -168,7 +186,10 @@ fn put(out: &mut Vec<u8>, key: &[u8], val: &[u8]) {
 pub fn encode(op: &Op, out: &mut Vec<u8>) {
     match op {
         Op::Put(rec) => put(out, &id_key(b'T', rec.id), &value(rec)),
-        Op::Journal { id, seq, entry } => put(out, &journal_key(*id, *seq), &value(entry)),
+        Op::Journal { id, seq, entry } => {
+            put(out, &journal_key(*id, *seq), &value(entry));
+            put(out, &seq_key(*seq, *id), &[]);
+        }
         Op::Idem(k, id) => put(out, &prefixed(b'I', k.as_bytes()), &id.to_be_bytes()),
         Op::Placement { plant, node, epoch } => {
             put(out, &placement_key(plant), &value(&(node, epoch)))

@@ -17,7 +17,8 @@
 //! less than it acknowledged.
 //!
 //! Keys in the one `state` tree (one tree, because sled makes a batch atomic only within a
-//! tree): `T`+id -> [`TaskRecord`], `J`+id+seq -> [`Transition`], `I`+key -> id,
+//! tree): `T`+id -> [`TaskRecord`], `J`+id+seq -> [`Transition`], `S`+seq+id (the change
+//! index, no value), `I`+key -> id,
 //! `P`+plant -> (node, epoch), `E`+node -> last node epoch, `R`+plant+meter+source time ->
 //! reading ([`codec::reading_key`]), `~applied`, `~format`. Values are postcard. Only the
 //! master writes; the gRPC read paths use the read-only methods.
@@ -25,6 +26,7 @@
 pub mod backup;
 pub mod codec;
 pub mod events;
+mod migrate;
 mod read;
 pub mod space;
 mod store;
@@ -315,9 +317,9 @@ impl Ledger {
         let format = state.get(FORMAT_KEY)?.and_then(|v| codec::u64_value(&v));
         match format {
             Some(FORMAT) => {}
-            // Format 2 kept one reading per key; it is turned into blocks once the log is
-            // replayed (its unapplied records hold format-2 readings too).
-            Some(2) => {}
+            // Older formats are upgraded once the log is replayed (its unapplied records are
+            // in the old format too).
+            Some(2) | Some(3) => {}
             Some(f) => {
                 return Err(damaged(format!(
                     "state format {f} is not the format {FORMAT} this heatmesh reads"
@@ -386,9 +388,8 @@ impl Ledger {
             )));
         }
         let replayed = last - applied_before;
-        if format == Some(2) {
-            migrate_readings_to_blocks(&state)?;
-            state.insert(FORMAT_KEY, &FORMAT.to_be_bytes())?;
+        if let Some(old @ (2 | 3)) = format {
+            migrate::upgrade(&state, old)?;
             db.flush()?;
         } else if replayed > 0 {
             db.flush()?;
@@ -757,27 +758,6 @@ fn checkpoint_loop(
             return;
         }
     }
-}
-
-/// Format 2 to 3: each reading's value becomes a block of that one reading, under the same
-/// key (a block is keyed by its first source time).
-fn migrate_readings_to_blocks(state: &sled::Tree) -> Result<(), LedgerError> {
-    let mut batch = sled::Batch::default();
-    let mut n = 0u64;
-    for kv in state.scan_prefix([b'R']) {
-        let (k, v) = kv?;
-        let t = codec::reading_time(&k).unwrap_or(0);
-        let s: heatmesh_ingest::reading::Stored =
-            codec::decode(&k, &v).map_err(LedgerError::Corrupt)?;
-        batch.insert(k, codec::value(&vec![(t, s)]));
-        n += 1;
-    }
-    state.apply_batch(batch)?;
-    tracing::info!(
-        readings = n,
-        "ledger state format 2 -> 3: readings now stored in blocks"
-    );
-    Ok(())
 }
 
 #[cfg(test)]

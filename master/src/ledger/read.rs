@@ -24,6 +24,31 @@ impl Ledger {
             .collect()
     }
 
+    /// Up to `limit` task changes after sequence number `after`, in sequence order: each
+    /// change's sequence number, its journal entry and the task's record (for its plant,
+    /// kind and creation time). Changes of tasks no longer held are skipped.
+    pub fn changes_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Transition, TaskRecord)>, LedgerError> {
+        let start = codec::seq_key(after.saturating_add(1), 0);
+        let mut out = Vec::new();
+        for kv in self.state.range(start.to_vec()..vec![b'S' + 1]).take(limit) {
+            let (k, _) = kv?;
+            let Some((seq, id)) = codec::seq_of(&k) else {
+                continue;
+            };
+            let jk = codec::journal_key(id, seq);
+            let (Some(entry), Some(rec)) = (self.state.get(jk)?, self.get(id)?) else {
+                continue;
+            };
+            let entry = codec::transition(&jk, &entry).map_err(LedgerError::Corrupt)?;
+            out.push((seq, entry, rec));
+        }
+        Ok(out)
+    }
+
     /// The task first accepted with this idempotency key.
     pub fn idempotent(&self, k: &str) -> Result<Option<u64>, LedgerError> {
         Ok(self

@@ -1,6 +1,7 @@
 //! The ledger's unit tests: commits, replay, damage, format upgrades.
 
 use super::*;
+use crate::task::Status;
 
 fn rec(id: u64) -> TaskRecord {
     TaskRecord {
@@ -350,4 +351,88 @@ async fn a_full_disk_refuses_writes_and_recovers_by_itself_once_space_is_freed()
     assert!(d.path().join(space::RESERVE_FILE).exists());
     commit(&l, accept(2)).await.unwrap();
     assert_eq!(l.get(2).unwrap(), Some(rec(2)));
+}
+
+#[tokio::test]
+async fn changes_read_back_in_sequence_order_and_a_format_3_ledger_is_indexed_on_open() {
+    let d = tempfile::tempdir().unwrap();
+    let entry = |to| Transition {
+        from: None,
+        to,
+        at_us: 1,
+        attempt: 1,
+        epoch: 0,
+        node: String::new(),
+        detail: String::new(),
+    };
+    {
+        let l = Ledger::open(d.path()).unwrap();
+        // Two tasks whose changes interleave: 1 (seq 1), 2 (seq 2), 1 (seq 3), 2 (seq 4).
+        for (id, seq, st) in [
+            (1, 1, Status::Pending),
+            (2, 2, Status::Pending),
+            (1, 3, Status::Completed),
+            (2, 4, Status::Failed),
+        ] {
+            commit(
+                &l,
+                vec![
+                    Op::Put(rec(id)),
+                    Op::Journal {
+                        id,
+                        seq,
+                        entry: entry(st),
+                    },
+                ],
+            )
+            .await
+            .unwrap();
+        }
+        let seqs = |after, limit| -> Vec<(u64, u64, Status)> {
+            l.changes_after(after, limit)
+                .unwrap()
+                .into_iter()
+                .map(|(s, e, r)| (s, r.id, e.to))
+                .collect()
+        };
+        assert_eq!(
+            seqs(0, 10),
+            [
+                (1, 1, Status::Pending),
+                (2, 2, Status::Pending),
+                (3, 1, Status::Completed),
+                (4, 2, Status::Failed)
+            ]
+        );
+        assert_eq!(seqs(2, 1), [(3, 1, Status::Completed)]);
+        assert!(seqs(4, 10).is_empty());
+        // What format 3 held: the journal without the index.
+        let index: Vec<_> = l
+            .state
+            .scan_prefix([b'S'])
+            .keys()
+            .map(|k| k.unwrap())
+            .collect();
+        assert_eq!(index.len(), 4);
+        for k in index {
+            l.state.remove(k).unwrap();
+        }
+        l.state.insert(FORMAT_KEY, &3u64.to_be_bytes()).unwrap();
+        l.flush().unwrap();
+        assert!(l.changes_after(0, 10).unwrap().is_empty());
+    }
+    let l = reopen(d.path(), LedgerOptions::default()).unwrap();
+    let got: Vec<u64> = l
+        .changes_after(0, 10)
+        .unwrap()
+        .iter()
+        .map(|c| c.0)
+        .collect();
+    assert_eq!(got, [1, 2, 3, 4]);
+    let f = l
+        .state
+        .get(FORMAT_KEY)
+        .unwrap()
+        .and_then(|v| codec::u64_value(&v));
+    assert_eq!(f, Some(FORMAT));
 }

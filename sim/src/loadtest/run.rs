@@ -642,6 +642,7 @@ async fn subscribe(uri: &str) -> Result<tonic::Streaming<pb::TaskEvent>, String>
     let s = TaskServiceClient::new(ch)
         .stream_events(pb::StreamEventsRequest {
             terminal_only: true,
+            resume_after_seq: None,
         })
         .await
         .map_err(|e| format!("{:?}: {}", e.code(), e.message()))?
