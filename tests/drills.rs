@@ -1,5 +1,6 @@
 //! Scripted drills against real processes (`heatmesh drill --mode multi-process`): kill -9 of
-//! a node, of the master, and a partition through the fault proxy, each judged by the checker.
+//! a node, of the master, a partition through the fault proxy and a SIGSTOP of the master,
+//! each judged by the checker.
 
 use std::process::Command;
 
@@ -81,4 +82,9 @@ fn scripted_drills_pass_on_real_processes() {
         .clone();
     let detected = part["detected_ms"].as_f64().expect("detected");
     assert!((500.0..2_400.0).contains(&detected), "{detected}");
+
+    // 2.5 leases of the master's own pause cost no node its lease (expect.max_orphaned = 0).
+    let r = drill("master-stall.toml");
+    assert_eq!(r["tasks"]["orphaned"], 0, "{}", r["tasks"]);
+    assert_eq!(r["tasks"]["retried"], 0, "{}", r["tasks"]);
 }

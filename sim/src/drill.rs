@@ -359,7 +359,10 @@ pub(crate) fn target(f: &crate::scenario::Fault) -> String {
             f.delay_ms,
             f.jitter_ms
         ),
-        Action::CrashMaster | Action::RestartMaster => "master".into(),
+        Action::CrashMaster
+        | Action::RestartMaster
+        | Action::StallMaster
+        | Action::ResumeMaster => "master".into(),
         Action::DiskFull | Action::FreeDisk => "master's disk".into(),
         _ => f.node.clone().unwrap_or_default(),
     }
@@ -876,6 +879,31 @@ fn expectations(
             )],
         ));
     }
+    if let Some(max) = s.expect.max_orphaned {
+        let orphaned: Vec<&check::TaskHistory> = tasks
+            .iter()
+            .filter(|t| t.journal.iter().any(|x| x.to == Status::Orphaned))
+            .collect();
+        out.push(verdict(
+            "expect_max_orphaned",
+            "no more tasks are orphaned than the drill allows (no healthy node loses its lease)",
+            orphaned.len() as u64 <= max,
+            tasks.len() as u64,
+            orphaned
+                .iter()
+                .take(5)
+                .map(|t| {
+                    let why = t.journal.iter().find(|x| x.to == Status::Orphaned);
+                    format!(
+                        "task {}: orphaned on {} ({})",
+                        t.rec.id,
+                        why.map_or("", |x| x.node.as_str()),
+                        why.map_or("", |x| x.detail.as_str())
+                    )
+                })
+                .collect(),
+        ));
+    }
     if s.expect.min_stale_rejected > 0 {
         let got = stale.unwrap_or(0);
         out.push(verdict(
@@ -944,7 +972,11 @@ fn latencies(
         .filter(|(_, f)| {
             !matches!(
                 f.step.action,
-                Action::Heal | Action::RestartNode | Action::RestartMaster | Action::FreeDisk
+                Action::Heal
+                    | Action::RestartNode
+                    | Action::RestartMaster
+                    | Action::FreeDisk
+                    | Action::ResumeMaster
             )
         })
         .map(|(k, f)| {
@@ -956,6 +988,7 @@ fn latencies(
                         | Action::RestartMaster
                         | Action::SlowAgent
                         | Action::FreeDisk
+                        | Action::ResumeMaster
                 ) && g.step.node == f.step.node
                     && g.step.plant == f.step.plant
             });

@@ -330,6 +330,12 @@ impl DrillMesh for InProcMesh {
                         inject_agent_fault(&self.uri(), f).await?;
                     }
                 }
+                Action::StallMaster | Action::ResumeMaster => {
+                    return Err(format!(
+                        "{}: the master shares this process; run it with --mode multi-process",
+                        f.action.as_str()
+                    ));
+                }
                 // The ledger's own free-space watch is told the disk has no space: the same
                 // refusals, reserve and recovery as a real full disk, without filling one.
                 Action::DiskFull | Action::FreeDisk => {

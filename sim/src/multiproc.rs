@@ -148,6 +148,17 @@ impl DrillMesh for ProcMesh {
                         inject_agent_fault(&self.uri(), f).await?;
                     }
                 }
+                Action::StallMaster | Action::ResumeMaster => {
+                    let sig = if f.action == Action::StallMaster {
+                        "STOP"
+                    } else {
+                        "CONT"
+                    };
+                    if let Some(m) = &self.cluster.master {
+                        m.signal(sig)
+                            .map_err(|e| format!("{}: kill -s {sig}: {e}", f.action.as_str()))?;
+                    }
+                }
                 Action::DiskFull | Action::FreeDisk => {
                     return Err(format!(
                         "{}: the multi-process harness cannot fill the master's disk; run it simulated or in-process (tests/disk_full.rs fills a real one)",
@@ -161,8 +172,12 @@ impl DrillMesh for ProcMesh {
 
     fn make_whole(&mut self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
-            if self.cluster.master.is_none() {
-                self.cluster.start_master();
+            match &self.cluster.master {
+                // A stalled master resumes (a no-op for one that runs).
+                Some(m) => {
+                    let _ = m.signal("CONT");
+                }
+                None => self.cluster.start_master(),
             }
             for p in self.proxies.values() {
                 p.heal();

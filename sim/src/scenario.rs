@@ -195,6 +195,11 @@ pub enum Action {
     DiskFull,
     /// Free the master's disk again.
     FreeDisk,
+    /// Stop the master process (SIGSTOP), as a machine that stalls would; with
+    /// `duration_ms`, resume it that much later. Multi-process only.
+    StallMaster,
+    /// Resume a stalled master (SIGCONT).
+    ResumeMaster,
 }
 
 impl Action {
@@ -213,6 +218,8 @@ impl Action {
             Action::RestartNodeRolling => "restart-node-rolling",
             Action::DiskFull => "disk-full",
             Action::FreeDisk => "free-disk",
+            Action::StallMaster => "stall-master",
+            Action::ResumeMaster => "resume-master",
         }
     }
 
@@ -292,6 +299,8 @@ pub struct Expect {
     pub min_plant_escalations: u64,
     /// Stale results the master must have rejected at least (partitions with late results).
     pub min_stale_rejected: u64,
+    /// Tasks that may be orphaned at most (a fault that must not cost any node its lease).
+    pub max_orphaned: Option<u64>,
 }
 
 impl Default for Expect {
@@ -302,6 +311,7 @@ impl Default for Expect {
             detection_slack_ms: 1_500,
             min_plant_escalations: 0,
             min_stale_rejected: 0,
+            max_orphaned: None,
         }
     }
 }
@@ -411,6 +421,28 @@ impl Scenario {
                     return Err(invalid(field("kind"), "required: a known agent kind"));
                 }
             }
+            // Faults only some harnesses can make: said at once, not when the step comes.
+            let needs = match f.action {
+                Action::DiskFull | Action::FreeDisk => Some(ModeSupport::InProcess),
+                Action::StallMaster | Action::ResumeMaster => Some(ModeSupport::MultiProcess),
+                _ => None,
+            };
+            if let Some(m) = needs
+                && self.modes != m
+            {
+                let mode = if m == ModeSupport::InProcess {
+                    "in-process"
+                } else {
+                    "multi-process"
+                };
+                return Err(invalid(
+                    field("action"),
+                    format!(
+                        "{} needs modes = \"{mode}\" (the other harnesses cannot make it)",
+                        f.action.as_str()
+                    ),
+                ));
+            }
             if f.action == Action::PanicAgent && f.panics == 0 {
                 return Err(invalid(field("panics"), "must be at least 1"));
             }
@@ -430,6 +462,7 @@ impl Scenario {
                     Action::Partition | Action::Delay => Some(Action::Heal),
                     Action::SlowAgent => Some(Action::SlowAgent),
                     Action::DiskFull => Some(Action::FreeDisk),
+                    Action::StallMaster => Some(Action::ResumeMaster),
                     _ => None,
                 };
                 if let Some(a) = undo {
@@ -653,6 +686,19 @@ mod tests {
         let bad = "name = \"x\"\n[workload]\nrate = -1.0\n";
         let e = Scenario::from_toml(bad).unwrap_err().to_string();
         assert!(e.starts_with("workload.rate:"), "{e}");
+        // A step the scenario's harnesses cannot make is refused when read.
+        let bad = "name = \"x\"\n[[faults]]\nat_ms = 10\naction = \"stall-master\"\n";
+        let e = Scenario::from_toml(bad).unwrap_err().to_string();
+        assert!(
+            e.starts_with("faults[0].action: stall-master needs modes = \"multi-process\""),
+            "{e}"
+        );
+        let bad = "name = \"x\"\nmodes = \"multi-process\"\n[[faults]]\nat_ms = 10\naction = \"disk-full\"\n";
+        let e = Scenario::from_toml(bad).unwrap_err().to_string();
+        assert!(
+            e.starts_with("faults[0].action: disk-full needs modes = \"in-process\""),
+            "{e}"
+        );
     }
 
     #[test]

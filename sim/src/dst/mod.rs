@@ -1137,6 +1137,12 @@ impl World {
                 }
             }
             Action::Heal => self.heal(&node),
+            Action::StallMaster | Action::ResumeMaster => {
+                return Err(format!(
+                    "{}: not modelled in simulation; run it with --mode multi-process",
+                    f.action.as_str()
+                ));
+            }
             Action::DiskFull => self.ledger.set_disk_full(true),
             Action::FreeDisk => self.ledger.set_disk_full(false),
             Action::Delay => {
