@@ -479,7 +479,7 @@ async fn replay(
                 return None;
             }
         };
-        let full = page.len() == PAGE;
+        let full = page.len() >= PAGE;
         for (seq, entry, rec) in page {
             after = seq;
             if filter.terminal_only && !entry.to.is_terminal() {

@@ -19,7 +19,7 @@ pub const APPLIED_KEY: &[u8] = b"~applied";
 /// Key of the state format marker.
 pub const FORMAT_KEY: &[u8] = b"~format";
 /// The state format this code writes and reads (3: readings stored as blocks; 4: the
-/// change index, [`seq_key`]). Older formats are upgraded on open ([`super::migrate`]).
+/// change index, [`change_key`]). Older formats are upgraded on open ([`super::migrate`]).
 pub const FORMAT: u64 = 4;
 
 /// Readings are stored in blocks: one key holds one ingest batch's readings of one meter
@@ -58,21 +58,20 @@ pub fn journal_key(id: u64, seq: u64) -> [u8; 17] {
     k
 }
 
-/// Change index key: `S` + sequence number + task id, with no value: the task changes in
-/// sequence order, for feeds that resume after a given change.
-pub fn seq_key(seq: u64, id: u64) -> [u8; 17] {
+/// Change index key: `S` + the highest and lowest sequence number of a group's journal
+/// entries; its value lists the group's (sequence number, task id) pairs, in sequence order.
+/// One key per group commit, not per change, keeps the index off the hot path: keys sort
+/// by the highest number, so the groups holding changes after N start at `S` + (N + 1).
+pub fn change_key(max_seq: u64, min_seq: u64) -> [u8; 17] {
     let mut k = [b'S'; 17];
-    k[1..9].copy_from_slice(&seq.to_be_bytes());
-    k[9..].copy_from_slice(&id.to_be_bytes());
+    k[1..9].copy_from_slice(&max_seq.to_be_bytes());
+    k[9..].copy_from_slice(&min_seq.to_be_bytes());
     k
 }
 
-/// The (sequence number, task id) of a [`seq_key`].
-pub fn seq_of(k: &[u8]) -> Option<(u64, u64)> {
-    (k.len() == 17 && k[0] == b'S').then(|| {
-        let n = |r: std::ops::Range<usize>| u64::from_be_bytes(k[r].try_into().unwrap_or([0; 8]));
-        (n(1..9), n(9..17))
-    })
+/// The (sequence number, task id) pairs of a change index value.
+pub fn changes(k: &[u8], v: &[u8]) -> Result<Vec<(u64, u64)>, String> {
+    decode(k, v)
 }
 
 /// Node epoch key: `E` + node id.
@@ -182,14 +181,30 @@ fn put(out: &mut Vec<u8>, key: &[u8], val: &[u8]) {
     out.extend_from_slice(val);
 }
 
+/// Encodes one group commit's writes into a log payload, and the group's entry in the
+/// change index ([`change_key`]) when it journals anything.
+pub fn encode_group<'a>(ops: impl Iterator<Item = &'a Op>, out: &mut Vec<u8>) {
+    let mut changes: Vec<(u64, u64)> = Vec::new();
+    for op in ops {
+        if let Op::Journal { id, seq, .. } = op {
+            changes.push((*seq, *id));
+        }
+        encode(op, out);
+    }
+    if let (Some(min), Some(max)) = (
+        changes.iter().map(|c| c.0).min(),
+        changes.iter().map(|c| c.0).max(),
+    ) {
+        changes.sort_unstable();
+        put(out, &change_key(max, min), &value(&changes));
+    }
+}
+
 /// Appends the encoded writes of `op` to a log payload.
 pub fn encode(op: &Op, out: &mut Vec<u8>) {
     match op {
         Op::Put(rec) => put(out, &id_key(b'T', rec.id), &value(rec)),
-        Op::Journal { id, seq, entry } => {
-            put(out, &journal_key(*id, *seq), &value(entry));
-            put(out, &seq_key(*seq, *id), &[]);
-        }
+        Op::Journal { id, seq, entry } => put(out, &journal_key(*id, *seq), &value(entry)),
         Op::Idem(k, id) => put(out, &prefixed(b'I', k.as_bytes()), &id.to_be_bytes()),
         Op::Placement { plant, node, epoch } => {
             put(out, &placement_key(plant), &value(&(node, epoch)))

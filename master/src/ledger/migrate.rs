@@ -36,7 +36,7 @@ fn readings_to_blocks(state: &sled::Tree) -> Result<(), LedgerError> {
     Ok(())
 }
 
-/// Format 3 to 4: the change index ([`codec::seq_key`]) for every journal entry.
+/// Format 3 to 4: the change index ([`codec::change_key`]), one key per journal entry.
 fn index_changes(state: &sled::Tree) -> Result<(), LedgerError> {
     let mut batch = sled::Batch::default();
     let mut n = 0u64;
@@ -47,7 +47,10 @@ fn index_changes(state: &sled::Tree) -> Result<(), LedgerError> {
         }
         let id = u64::from_be_bytes(k[1..9].try_into().unwrap_or([0; 8]));
         let seq = u64::from_be_bytes(k[9..17].try_into().unwrap_or([0; 8]));
-        batch.insert(&codec::seq_key(seq, id)[..], &[][..]);
+        batch.insert(
+            &codec::change_key(seq, seq)[..],
+            codec::value(&vec![(seq, id)]),
+        );
         n += 1;
     }
     state.apply_batch(batch)?;

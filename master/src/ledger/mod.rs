@@ -17,8 +17,8 @@
 //! less than it acknowledged.
 //!
 //! Keys in the one `state` tree (one tree, because sled makes a batch atomic only within a
-//! tree): `T`+id -> [`TaskRecord`], `J`+id+seq -> [`Transition`], `S`+seq+id (the change
-//! index, no value), `I`+key -> id,
+//! tree): `T`+id -> [`TaskRecord`], `J`+id+seq -> [`Transition`], `S`+max seq+min seq ->
+//! the group's (seq, id) pairs (the change index, one key per group), `I`+key -> id,
 //! `P`+plant -> (node, epoch), `E`+node -> last node epoch, `R`+plant+meter+source time ->
 //! reading ([`codec::reading_key`]), `~applied`, `~format`. Values are postcard. Only the
 //! master writes; the gRPC read paths use the read-only methods.
@@ -573,9 +573,7 @@ fn log_loop(
         pos.queued.fetch_sub(commits.len(), Ordering::AcqRel);
         let started = Instant::now();
         let mut payload = Vec::new();
-        for op in commits.iter().flat_map(|c| c.ops.iter()) {
-            codec::encode(op, &mut payload);
-        }
+        codec::encode_group(commits.iter().flat_map(|c| c.ops.iter()), &mut payload);
         let (record, result) = if payload.is_empty() {
             (None, Ok(()))
         } else if space.guard() {

@@ -24,21 +24,28 @@ impl Ledger {
             .collect()
     }
 
-    /// Up to `limit` task changes after sequence number `after`, in sequence order: each
-    /// change's sequence number, its journal entry and the task's record (for its plant,
-    /// kind and creation time). Changes of tasks no longer held are skipped.
+    /// Task changes after sequence number `after`, in sequence order, about `limit` of them
+    /// (whole groups: a few more): each change's sequence number, its journal entry and the
+    /// task's record (for its plant, kind and creation time). Changes of tasks no longer
+    /// held are skipped.
     pub fn changes_after(
         &self,
         after: u64,
         limit: usize,
     ) -> Result<Vec<(u64, Transition, TaskRecord)>, LedgerError> {
-        let start = codec::seq_key(after.saturating_add(1), 0);
-        let mut out = Vec::new();
-        for kv in self.state.range(start.to_vec()..vec![b'S' + 1]).take(limit) {
-            let (k, _) = kv?;
-            let Some((seq, id)) = codec::seq_of(&k) else {
-                continue;
-            };
+        let start = codec::change_key(after.saturating_add(1), 0);
+        let mut pairs: Vec<(u64, u64)> = Vec::new();
+        for kv in self.state.range(start.to_vec()..vec![b'S' + 1]) {
+            let (k, v) = kv?;
+            let group = codec::changes(&k, &v).map_err(LedgerError::Corrupt)?;
+            pairs.extend(group.into_iter().filter(|(seq, _)| *seq > after));
+            if pairs.len() >= limit {
+                break;
+            }
+        }
+        pairs.sort_unstable();
+        let mut out = Vec::with_capacity(pairs.len());
+        for (seq, id) in pairs {
             let jk = codec::journal_key(id, seq);
             let (Some(entry), Some(rec)) = (self.state.get(jk)?, self.get(id)?) else {
                 continue;
