@@ -1,5 +1,5 @@
 //! A connection flood against a real master process held to 1,024 open files: 1,200 idle
-//! TCP connections that never speak HTTP/2. Before the limits, they took every descriptor,
+//! TCP connections that never speak HTTP/2, and 300 more on the metrics/health port. Before the limits, they took every descriptor,
 //! the master spun on accept, clients timed out and nodes could not re-attach, with nothing
 //! logged. Now the master stays idle, a client that speaks is served at once, a killed
 //! node re-attaches, the idle sockets are closed after the handshake timeout, and the
@@ -12,6 +12,7 @@ use tokio::io::AsyncReadExt;
 
 const BIN: &str = env!("CARGO_BIN_EXE_heatmesh");
 const FLOOD: usize = 1200;
+const HTTP_FLOOD: usize = 300;
 
 /// CPU seconds (user + system) the process has used so far.
 fn cpu_seconds(pid: u32) -> f64 {
@@ -22,7 +23,7 @@ fn cpu_seconds(pid: u32) -> f64 {
 async fn a_flood_of_idle_connections_locks_out_no_client_or_node() {
     // The test itself holds the flood's sockets.
     let fds = heatmesh_master::conn::raise_open_file_limit().map_or(0, |(_, now)| now);
-    if fds < FLOOD as u64 + 300 {
+    if fds < (FLOOD + HTTP_FLOOD) as u64 + 300 {
         eprintln!("SKIPPED: this process may open only {fds} files");
         return;
     }
@@ -61,6 +62,11 @@ async fn a_flood_of_idle_connections_locks_out_no_client_or_node() {
     // More than the master has descriptors (a master that stops accepting leaves the rest
     // in its backlog, until that is full too).
     assert!(flood.len() > 1024, "only {} connections made", flood.len());
+    let grpc_flood = flood.len();
+    // And the metrics/health port, whose limit is its own.
+    for _ in 0..HTTP_FLOOD {
+        flood.push(tokio::net::TcpStream::connect(c.metrics).await.unwrap());
+    }
 
     // Idle while flooded: no spinning on accept.
     let cpu0 = (cpu_seconds(pid), Instant::now());
@@ -89,6 +95,9 @@ async fn a_flood_of_idle_connections_locks_out_no_client_or_node() {
     let served = started.elapsed();
     assert!(served < Duration::from_secs(5), "served after {served:?}");
 
+    // Metrics and health still answer.
+    assert!(c.metric("heatmesh_connections_open").await >= 1.0);
+
     // A killed node re-attaches through the flood.
     c.nodes.get_mut("node-2").unwrap().kill9();
     c.nodes.remove("node-2");
@@ -97,8 +106,7 @@ async fn a_flood_of_idle_connections_locks_out_no_client_or_node() {
         .wait_node_status("node-2", "connected", Duration::from_secs(15))
         .await;
     eprintln!(
-        "flood of {}: master CPU {:.1} %, client served in {served:?}, node-2 back in {back:?}",
-        flood.len(),
+        "flood of {grpc_flood} + {HTTP_FLOOD}: master CPU {:.1} %, client served in {served:?}, node-2 back in {back:?}",
         busy * 100.0
     );
     let t = loop {
@@ -134,7 +142,10 @@ async fn a_flood_of_idle_connections_locks_out_no_client_or_node() {
     }
     assert_eq!(open, 0, "{open} idle connections still open");
     let closed = c.metric("heatmesh_connections_closed_total").await;
-    assert!(closed >= FLOOD as f64, "{closed} closed");
+    assert!(
+        closed >= (grpc_flood + HTTP_FLOOD) as f64,
+        "{closed} closed"
+    );
     let log = std::fs::read_to_string(c.log("master-1")).unwrap();
     assert!(
         log.contains("gRPC connection limits reached"),

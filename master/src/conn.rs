@@ -1,5 +1,5 @@
-//! Connection limits on the gRPC listener, so a flood of connections cannot take the
-//! master's file descriptors, its CPU or its nodes' way back in.
+//! Connection limits on the gRPC listener and the metrics/health port, so a flood of
+//! connections cannot take the master's file descriptors, its CPU or its nodes' way back in.
 //!
 //! Every accepted connection is counted, in total and per peer address. A connection is
 //! *unproven* until it has sent the 24 bytes of the HTTP/2 client preface; one that does not
@@ -296,6 +296,54 @@ fn admit(
         Verdict::Admitted => {}
     }
     Some(t.insert(peer))
+}
+
+/// The metrics/health port's limits: scrapes and probes need few connections, and these
+/// fit inside the descriptors [`FD_HEADROOM`] keeps free of gRPC ones.
+pub const HTTP_MAX_TOTAL: usize = 128;
+/// The metrics/health port's limit per peer address.
+pub const HTTP_MAX_PER_PEER: usize = 64;
+
+/// A listener for `axum::serve` under the same limits as the gRPC port (a request line and
+/// headers count as the preface).
+pub struct HttpListener {
+    rx: tokio_stream::wrappers::ReceiverStream<Result<Guarded, io::Error>>,
+    addr: std::net::SocketAddr,
+}
+
+impl HttpListener {
+    /// Accepts from `listener` under `limits`.
+    pub fn new(listener: TcpListener, limits: ConnLimits) -> io::Result<HttpListener> {
+        let addr = listener.local_addr()?;
+        Ok(HttpListener {
+            rx: incoming(listener, limits),
+            addr,
+        })
+    }
+}
+
+impl axum::serve::Listener for HttpListener {
+    type Io = Guarded;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Guarded, std::net::SocketAddr) {
+        use futures::StreamExt;
+        loop {
+            match self.rx.next().await {
+                Some(Ok(g)) => {
+                    let peer = g.inner.peer_addr().unwrap_or(self.addr);
+                    return (g, peer);
+                }
+                Some(Err(_)) => continue,
+                // The accept task only ends with this listener.
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
+        Ok(self.addr)
+    }
 }
 
 /// An accepted connection, counted while open; closed early if it is evicted or does not

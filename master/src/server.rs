@@ -291,6 +291,16 @@ pub async fn start(config: Config, opts: StartOptions) -> Result<RunningMesh, St
         let (tx, rx) = oneshot::channel::<()>();
         stop.push(tx);
         let app = crate::server::http_router(metrics, master.clone(), ledger.clone());
+        let limits = crate::conn::ConnLimits::new(
+            crate::conn::HTTP_MAX_TOTAL,
+            crate::conn::HTTP_MAX_PER_PEER,
+            Duration::from_millis(config.limits.handshake_timeout_ms),
+        );
+        let l = crate::conn::HttpListener::new(l, limits).map_err(|source| StartError::Bind {
+            what: "metrics",
+            addr,
+            source,
+        })?;
         servers.push(tokio::spawn(async move {
             let _ = axum::serve(l, app)
                 .with_graceful_shutdown(async {
