@@ -364,6 +364,8 @@ pub(crate) fn target(f: &crate::scenario::Fault) -> String {
         | Action::StallMaster
         | Action::ResumeMaster => "master".into(),
         Action::DiskFull | Action::FreeDisk => "master's disk".into(),
+        Action::ConnectionFlood => format!("master, {} idle connections", f.connections),
+        Action::EndFlood => "master".into(),
         _ => f.node.clone().unwrap_or_default(),
     }
 }
@@ -977,6 +979,7 @@ fn latencies(
                     | Action::RestartMaster
                     | Action::FreeDisk
                     | Action::ResumeMaster
+                    | Action::EndFlood
             )
         })
         .map(|(k, f)| {
@@ -989,6 +992,7 @@ fn latencies(
                         | Action::SlowAgent
                         | Action::FreeDisk
                         | Action::ResumeMaster
+                        | Action::EndFlood
                 ) && g.step.node == f.step.node
                     && g.step.plant == f.step.plant
             });

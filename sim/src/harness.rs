@@ -167,6 +167,8 @@ pub struct InProcMesh {
     policy: RestartPolicy,
     /// The master's disk counts as full (a `disk-full` step not yet undone).
     disk_full: bool,
+    /// Idle connections of a `connection-flood` step.
+    flood: crate::flood::Flood,
     _dir: tempfile::TempDir,
 }
 
@@ -186,6 +188,7 @@ impl InProcMesh {
             nodes: BTreeMap::new(),
             prefs: s.mesh.node_ids().into_iter().collect(),
             disk_full: false,
+            flood: Default::default(),
             _dir: dir,
         };
         mesh.start_master().await?;
@@ -330,6 +333,10 @@ impl DrillMesh for InProcMesh {
                         inject_agent_fault(&self.uri(), f).await?;
                     }
                 }
+                Action::ConnectionFlood => {
+                    self.flood.open(self.cfg.listen, f.connections).await?;
+                }
+                Action::EndFlood => self.flood.end(),
                 Action::StallMaster | Action::ResumeMaster => {
                     return Err(format!(
                         "{}: the master shares this process; run it with --mode multi-process",
@@ -353,6 +360,7 @@ impl DrillMesh for InProcMesh {
 
     fn make_whole(&mut self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
+            self.flood.end();
             if self.disk_full {
                 self.disk_full = false;
                 if let Some(m) = &self.master {

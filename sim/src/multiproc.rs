@@ -21,6 +21,8 @@ pub struct ProcMesh {
     prefs: BTreeMap<String, Vec<String>>,
     /// Stale results counted by master incarnations already gone.
     counted: f64,
+    /// Idle connections of a `connection-flood` step.
+    flood: crate::flood::Flood,
 }
 
 impl ProcMesh {
@@ -52,6 +54,7 @@ impl ProcMesh {
             proxies: BTreeMap::new(),
             prefs: s.mesh.node_ids().into_iter().collect(),
             counted: 0.0,
+            flood: Default::default(),
         };
         let ids: Vec<String> = mesh.prefs.keys().cloned().collect();
         for id in ids {
@@ -148,6 +151,10 @@ impl DrillMesh for ProcMesh {
                         inject_agent_fault(&self.uri(), f).await?;
                     }
                 }
+                Action::ConnectionFlood => {
+                    self.flood.open(self.cluster.grpc, f.connections).await?;
+                }
+                Action::EndFlood => self.flood.end(),
                 Action::StallMaster | Action::ResumeMaster => {
                     let sig = if f.action == Action::StallMaster {
                         "STOP"
@@ -172,6 +179,7 @@ impl DrillMesh for ProcMesh {
 
     fn make_whole(&mut self) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
+            self.flood.end();
             match &self.cluster.master {
                 // A stalled master resumes (a no-op for one that runs).
                 Some(m) => {

@@ -39,6 +39,20 @@ pub enum ModeSupport {
     InProcess,
     /// Multi-process only.
     MultiProcess,
+    /// In-process or multi-process, not simulated (`modes = "real-time"`): real sockets.
+    RealTime,
+}
+
+impl ModeSupport {
+    /// The name used in files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModeSupport::Both => "both",
+            ModeSupport::InProcess => "in-process",
+            ModeSupport::MultiProcess => "multi-process",
+            ModeSupport::RealTime => "real-time",
+        }
+    }
 }
 
 /// A drill: what to build, what to run, what to break, what to expect.
@@ -200,6 +214,11 @@ pub enum Action {
     StallMaster,
     /// Resume a stalled master (SIGCONT).
     ResumeMaster,
+    /// Open `connections` idle TCP connections to the master's gRPC port that never speak
+    /// HTTP/2; with `duration_ms`, close them that much later. Real-time modes only.
+    ConnectionFlood,
+    /// Close a flood's connections.
+    EndFlood,
 }
 
 impl Action {
@@ -220,6 +239,8 @@ impl Action {
             Action::FreeDisk => "free-disk",
             Action::StallMaster => "stall-master",
             Action::ResumeMaster => "resume-master",
+            Action::ConnectionFlood => "connection-flood",
+            Action::EndFlood => "end-flood",
         }
     }
 
@@ -282,6 +303,9 @@ pub struct Fault {
     /// Panics to arm (panic-agent); above the restart intensity it is a crash loop.
     #[serde(default)]
     pub panics: u32,
+    /// Idle connections to open (connection-flood).
+    #[serde(default)]
+    pub connections: u32,
 }
 
 /// What must hold besides the invariants.
@@ -425,23 +449,23 @@ impl Scenario {
             let needs = match f.action {
                 Action::DiskFull | Action::FreeDisk => Some(ModeSupport::InProcess),
                 Action::StallMaster | Action::ResumeMaster => Some(ModeSupport::MultiProcess),
+                Action::ConnectionFlood | Action::EndFlood => Some(ModeSupport::RealTime),
                 _ => None,
             };
             if let Some(m) = needs
                 && self.modes != m
             {
-                let mode = if m == ModeSupport::InProcess {
-                    "in-process"
-                } else {
-                    "multi-process"
-                };
                 return Err(invalid(
                     field("action"),
                     format!(
-                        "{} needs modes = \"{mode}\" (the other harnesses cannot make it)",
-                        f.action.as_str()
+                        "{} needs modes = \"{}\" (the other harnesses cannot make it)",
+                        f.action.as_str(),
+                        m.as_str()
                     ),
                 ));
+            }
+            if f.action == Action::ConnectionFlood && !(1..=20_000).contains(&f.connections) {
+                return Err(invalid(field("connections"), "must be 1 to 20000"));
             }
             if f.action == Action::PanicAgent && f.panics == 0 {
                 return Err(invalid(field("panics"), "must be at least 1"));
@@ -463,6 +487,7 @@ impl Scenario {
                     Action::SlowAgent => Some(Action::SlowAgent),
                     Action::DiskFull => Some(Action::FreeDisk),
                     Action::StallMaster => Some(Action::ResumeMaster),
+                    Action::ConnectionFlood => Some(Action::EndFlood),
                     _ => None,
                 };
                 if let Some(a) = undo {
@@ -619,6 +644,7 @@ fn base_fault() -> Fault {
         delay_ms: 0,
         jitter_ms: 0,
         panics: 0,
+        connections: 0,
     }
 }
 

@@ -64,4 +64,14 @@ async fn shipped_drills_pass_in_process() {
     let r = run("disk-full.toml").await;
     assert!(r.tasks.refused > 100, "{:?}", r.tasks);
     assert_eq!(r.tasks.failed, 0);
+
+    // 5,000 idle connections, past the connection limit: clients and nodes keep working.
+    let r = run("connection-flood.toml").await;
+    let flood = r
+        .faults
+        .iter()
+        .find(|f| f.action == "connection-flood")
+        .unwrap();
+    assert!(flood.error.is_none(), "{flood:?}");
+    assert_eq!((r.tasks.refused, r.tasks.orphaned), (0, 0), "{:?}", r.tasks);
 }

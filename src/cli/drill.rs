@@ -151,6 +151,7 @@ pub async fn run(a: DrillArgs) -> anyhow::Result<()> {
         let unsuited = match (s.modes, a.mode) {
             (M::InProcess, Mode::MultiProcess) => Some("simulated or in-process only"),
             (M::MultiProcess, Mode::InProcess | Mode::Simulated) => Some("multi-process only"),
+            (M::RealTime, Mode::Simulated) => Some("in-process or multi-process only"),
             _ => None,
         };
         match unsuited {

@@ -1143,6 +1143,12 @@ impl World {
                     f.action.as_str()
                 ));
             }
+            Action::ConnectionFlood | Action::EndFlood => {
+                return Err(format!(
+                    "{}: the simulation has no sockets; run it with --mode in-process or multi-process",
+                    f.action.as_str()
+                ));
+            }
             Action::DiskFull => self.ledger.set_disk_full(true),
             Action::FreeDisk => self.ledger.set_disk_full(false),
             Action::Delay => {
