@@ -42,6 +42,17 @@ impl Drop for SmallDisk {
     }
 }
 
+async fn all_completed(h: &mut Harness, ids: &[String]) {
+    for id in ids {
+        let t = wait_terminal(&mut h.tasks, id, Duration::from_secs(10)).await;
+        assert_eq!(
+            t.status,
+            heatmesh_proto::v1::TaskStatus::Completed as i32,
+            "{t:?}"
+        );
+    }
+}
+
 /// Writes `path` until the disk refuses more.
 fn fill(path: &Path) {
     use std::io::Write;
@@ -121,14 +132,7 @@ async fn a_full_disk_refuses_submits_reports_not_ready_and_loses_nothing_acknowl
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for id in &acked {
-        let t = wait_terminal(&mut h.tasks, id, Duration::from_secs(10)).await;
-        assert_eq!(
-            t.status,
-            heatmesh_proto::v1::TaskStatus::Completed as i32,
-            "{t:?}"
-        );
-    }
+    all_completed(&mut h, &acked).await;
     acked.push(submit_ok(&mut h, submit("Plant-001", seed_balance())).await);
 
     // A restart replays the same: every acknowledged task, none of the refused ones.
@@ -136,14 +140,7 @@ async fn a_full_disk_refuses_submits_reports_not_ready_and_loses_nothing_acknowl
     let mut h = start_with(cfg, tempfile::tempdir().unwrap(), false).await;
     let after = submit_ok(&mut h, submit("Plant-001", seed_balance())).await;
     acked.push(after);
-    for id in &acked {
-        let t = wait_terminal(&mut h.tasks, id, Duration::from_secs(10)).await;
-        assert_eq!(
-            t.status,
-            heatmesh_proto::v1::TaskStatus::Completed as i32,
-            "{t:?}"
-        );
-    }
+    all_completed(&mut h, &acked).await;
     let metrics = h.mesh.metrics_addr.unwrap();
     assert_eq!(http_get(metrics, "/readyz").await.0, 200);
     // Only what was acknowledged exists: none of the refused submits.

@@ -107,8 +107,35 @@ impl<W: Write> Summing<W> {
     }
 }
 
-fn task_id(k: &[u8]) -> Option<u64> {
-    (k.len() == 9 && k[0] == b'T').then(|| u64::from_be_bytes(k[1..9].try_into().unwrap_or([0; 8])))
+/// What the entries of a backup hold, counted as they pass (written or read).
+#[derive(Default)]
+struct Tally {
+    entries: u64,
+    tasks: u64,
+    max_task_id: u64,
+}
+
+impl Tally {
+    fn add(&mut self, k: &[u8]) {
+        self.entries += 1;
+        if k.len() == 9 && k[0] == b'T' {
+            let id = u64::from_be_bytes(k[1..9].try_into().unwrap_or([0; 8]));
+            self.tasks += 1;
+            self.max_task_id = self.max_task_id.max(id);
+        }
+    }
+
+    fn info(self, format: u64, lsn: u64, taken_us: i64, bytes: u64) -> BackupInfo {
+        BackupInfo {
+            format,
+            lsn,
+            taken_us,
+            entries: self.entries,
+            tasks: self.tasks,
+            max_task_id: self.max_task_id,
+            bytes,
+        }
+    }
 }
 
 impl Ledger {
@@ -149,34 +176,22 @@ impl Ledger {
         header.extend_from_slice(&lsn.to_le_bytes());
         header.extend_from_slice(&taken_us.to_le_bytes());
         s.put(&header).map_err(w)?;
-        let (mut entries, mut tasks, mut max_task_id) = (0u64, 0u64, 0u64);
+        let mut tally = Tally::default();
         for kv in self.state.iter() {
             let (k, v) = kv.map_err(LedgerError::from)?;
             s.put(&(k.len() as u32).to_le_bytes()).map_err(w)?;
             s.put(&(v.len() as u32).to_le_bytes()).map_err(w)?;
             s.put(&k).map_err(w)?;
             s.put(&v).map_err(w)?;
-            entries += 1;
-            if let Some(id) = task_id(&k) {
-                tasks += 1;
-                max_task_id = max_task_id.max(id);
-            }
+            tally.add(&k);
         }
         drop(gate);
         s.put(&END.to_le_bytes()).map_err(w)?;
-        s.put(&entries.to_le_bytes()).map_err(w)?;
+        s.put(&tally.entries.to_le_bytes()).map_err(w)?;
         let crc = s.crc.clone().finalize();
         s.w.write_all(&crc.to_le_bytes()).map_err(w)?;
         s.w.flush().map_err(w)?;
-        Ok(BackupInfo {
-            format,
-            lsn,
-            taken_us,
-            entries,
-            tasks,
-            max_task_id,
-            bytes: s.bytes + 4,
-        })
+        Ok(tally.info(format, lsn, taken_us, s.bytes + 4))
     }
 
     /// Writes a backup into a new file in `dir` (the data directory: the disk that has room
@@ -312,7 +327,7 @@ pub fn read_backup(
     }
     let lsn = c.u64("the header")?;
     let taken_us = c.u64("the header")? as i64;
-    let (mut entries, mut tasks, mut max_task_id) = (0u64, 0u64, 0u64);
+    let mut tally = Tally::default();
     let (mut k, mut v) = (Vec::new(), Vec::new());
     loop {
         let klen = c.u32("an entry")?;
@@ -322,24 +337,22 @@ pub fn read_backup(
         let vlen = c.u32("an entry")?;
         if klen > MAX_FIELD || vlen > MAX_FIELD {
             return Err(c.damaged(format!(
-                "entry {entries} claims a {klen}-byte key and a {vlen}-byte value"
+                "entry {} claims a {klen}-byte key and a {vlen}-byte value",
+                tally.entries
             )));
         }
         k.resize(klen as usize, 0);
         v.resize(vlen as usize, 0);
         c.take(&mut k, "an entry")?;
         c.take(&mut v, "an entry")?;
-        if let Some(id) = task_id(&k) {
-            tasks += 1;
-            max_task_id = max_task_id.max(id);
-        }
         each(&k, &v)?;
-        entries += 1;
+        tally.add(&k);
     }
     let count = c.u64("the end marker")?;
-    if count != entries {
+    if count != tally.entries {
         return Err(c.damaged(format!(
-            "the end marker counts {count} entries but {entries} were read"
+            "the end marker counts {count} entries but {} were read",
+            tally.entries
         )));
     }
     let want = c.crc.clone().finalize();
@@ -357,15 +370,7 @@ pub fn read_backup(
     {
         return Err(c.damaged("bytes follow the checksum"));
     }
-    Ok(BackupInfo {
-        format,
-        lsn,
-        taken_us,
-        entries,
-        tasks,
-        max_task_id,
-        bytes: c.at + 4,
-    })
+    Ok(tally.info(format, lsn, taken_us, c.at + 4))
 }
 
 /// Checks a backup file whole without restoring it.
