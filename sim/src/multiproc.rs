@@ -123,6 +123,12 @@ impl DrillMesh for ProcMesh {
                     if let Some(mut m) = self.cluster.master.take() {
                         m.kill9();
                     }
+                    if f.torn_bytes > 0 {
+                        tear_log(
+                            &self.cluster.dir.path().join("data").join("wal"),
+                            f.torn_bytes,
+                        )?;
+                    }
                 }
                 Action::RestartMaster => {
                     if self.cluster.master.is_none() {
@@ -247,4 +253,25 @@ impl DrillMesh for ProcMesh {
             }
         })
     }
+}
+
+/// Leaves `n` bytes of an interrupted write at the end of the newest log segment: a record
+/// header that promises more payload than follows, as a crash in the middle of a write does.
+fn tear_log(wal: &Path, n: u32) -> Result<(), String> {
+    use std::io::Write;
+    let newest = std::fs::read_dir(wal)
+        .map_err(|e| format!("torn_bytes: listing {}: {e}", wal.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .max()
+        .ok_or_else(|| format!("torn_bytes: no log segment in {}", wal.display()))?;
+    let mut torn = Vec::with_capacity(n as usize);
+    torn.extend_from_slice(&(n + 4096).to_le_bytes());
+    torn.resize(n as usize, 0xA5);
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&newest)
+        .and_then(|mut f| f.write_all(&torn))
+        .map_err(|e| format!("torn_bytes: appending to {}: {e}", newest.display()))
 }

@@ -306,6 +306,11 @@ pub struct Fault {
     /// Idle connections to open (connection-flood).
     #[serde(default)]
     pub connections: u32,
+    /// crash-master: bytes of an interrupted write left at the end of the newest log
+    /// segment, as a crash in the middle of a write leaves them (multi-process only). The
+    /// restarted master must cut them and start with everything acknowledged.
+    #[serde(default)]
+    pub torn_bytes: u32,
 }
 
 /// What must hold besides the invariants.
@@ -463,6 +468,20 @@ impl Scenario {
                         m.as_str()
                     ),
                 ));
+            }
+            if f.torn_bytes > 0 {
+                if f.action != Action::CrashMaster {
+                    return Err(invalid(field("torn_bytes"), "only for crash-master"));
+                }
+                if self.modes != ModeSupport::MultiProcess {
+                    return Err(invalid(
+                        field("torn_bytes"),
+                        "needs modes = \"multi-process\" (a killed process leaves the log to be torn)",
+                    ));
+                }
+                if f.torn_bytes > 65_536 {
+                    return Err(invalid(field("torn_bytes"), "must be at most 65536"));
+                }
             }
             if f.action == Action::ConnectionFlood && !(1..=20_000).contains(&f.connections) {
                 return Err(invalid(field("connections"), "must be 1 to 20000"));
@@ -645,6 +664,7 @@ fn base_fault() -> Fault {
         jitter_ms: 0,
         panics: 0,
         connections: 0,
+        torn_bytes: 0,
     }
 }
 
