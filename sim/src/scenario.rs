@@ -745,6 +745,10 @@ mod tests {
             e.starts_with("faults[0].action: disk-full needs modes = \"in-process\""),
             "{e}"
         );
+        let bad =
+            "name = \"x\"\n[[faults]]\nat_ms = 10\naction = \"crash-master\"\ntorn_bytes = 100\n";
+        let e = Scenario::from_toml(bad).unwrap_err().to_string();
+        assert!(e.starts_with("faults[0].torn_bytes: needs modes"), "{e}");
     }
 
     #[test]
