@@ -12,6 +12,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+mod span;
+pub use span::Span;
+
 /// The sample fleet of three plants that ships with heatmesh (the `demo` default).
 pub const SAMPLE_FLEET: &str = include_str!("../../../config/fleet.toml");
 
@@ -289,6 +292,40 @@ pub struct Config {
     pub readings: ReadingsConfig,
     /// The ledger's storage.
     pub ledger: LedgerConfig,
+    /// How long finished tasks, idempotency keys and readings are kept.
+    pub retention: RetentionConfig,
+}
+
+/// How long the ledger keeps what it no longer needs ([`crate::scheduler`]'s sweep removes
+/// it through the log, oldest first).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// A completed, failed or cancelled task is removed, with its journal, this long after
+    /// its last change.
+    pub tasks: Span,
+    /// An idempotency key is kept this long after its first request, and at least as long
+    /// as its task: a retry within the window never creates a second task.
+    pub idempotency_keys: Span,
+    /// Readings are removed this long after their source time (whole hour blocks).
+    pub readings: Span,
+    /// How often the sweep looks for what is due.
+    pub sweep_every: Span,
+    /// Most tasks (and as many keys and reading blocks) removed by one sweep; a sweep
+    /// that finds more runs again at once.
+    pub sweep_batch: usize,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            tasks: Span::days(30),
+            idempotency_keys: Span::days(30),
+            readings: Span::days(400),
+            sweep_every: Span(std::time::Duration::from_secs(1)),
+            sweep_batch: 4096,
+        }
+    }
 }
 
 /// The ledger's storage.
@@ -357,6 +394,7 @@ impl Default for Config {
             heat: HeatConfig::default(),
             readings: ReadingsConfig::default(),
             ledger: LedgerConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -437,6 +475,18 @@ impl Config {
                     key("balance_threshold_pct"),
                     format!("must be within [0, 100], got {t}"),
                 ));
+            }
+        }
+        let r = &self.retention;
+        if r.sweep_every.0.is_zero() {
+            return Err(invalid("retention.sweep_every", "must be at least 1ms"));
+        }
+        if r.sweep_batch == 0 {
+            return Err(invalid("retention.sweep_batch", "must be >= 1"));
+        }
+        for (k, v) in [("tasks", r.tasks), ("idempotency_keys", r.idempotency_keys)] {
+            if v.0 < std::time::Duration::from_secs(1) {
+                return Err(invalid(format!("retention.{k}"), "must be at least 1s"));
             }
         }
         let s = &self.scheduler;

@@ -471,6 +471,20 @@ async fn replay(
         let _ = tx.send(Err(failed(e))).await;
         return None;
     }
+    match ledger.compacted_through() {
+        Ok(gone) if after < gone => {
+            let msg = format!(
+                "resume_after_seq: {after} is before seq {gone}, the last change retention removed (see [retention] tasks); read the current state with ListTasks and resume from a later seq"
+            );
+            let _ = tx.send(Err(GrpcStatus::out_of_range(msg))).await;
+            return None;
+        }
+        Ok(_) => {}
+        Err(e) => {
+            let _ = tx.send(Err(failed(e))).await;
+            return None;
+        }
+    }
     loop {
         let page = match ledger.changes_after(after, PAGE) {
             Ok(p) => p,

@@ -2,7 +2,8 @@
 //! the state store applies.
 //!
 //! A log payload is a sequence of writes, each `tag: u8 | key len: u32 | key | value len:
-//! u32 | value` (little-endian; tag 1 inserts; other tags are reserved and refused). Because the
+//! u32 | value` (little-endian; tag 1 inserts), or `2 | key len: u32 | key` (removes: retention
+//! goes through the log like every other write); other tags are reserved and refused. Because the
 //! record already holds the store's keys and values, applying a group live and replaying it
 //! after a crash are the same function, [`apply_payload`], and nothing is encoded twice.
 //!
@@ -13,9 +14,16 @@ use super::Op;
 use crate::task::{TaskRecord, Transition};
 
 const INSERT: u8 = 1;
+const REMOVE: u8 = 2;
 
 /// Key of the applied-LSN marker in the state tree, written in every applied batch.
 pub const APPLIED_KEY: &[u8] = b"~applied";
+/// Key of the floor (next task id, sequence number) written by every retention sweep, so ids
+/// and sequence numbers of removed tasks are never handed out again.
+pub const FLOOR_KEY: &[u8] = b"~floor";
+/// Key of the highest sequence number whose change-index group retention removed: a feed
+/// cannot resume from before it.
+pub const COMPACTED_KEY: &[u8] = b"~compacted";
 /// Key of the state format marker.
 pub const FORMAT_KEY: &[u8] = b"~format";
 /// The state format this code writes and reads (3: readings stored as blocks; 4: the
@@ -72,6 +80,15 @@ pub fn change_key(max_seq: u64, min_seq: u64) -> [u8; 17] {
 /// The (sequence number, task id) pairs of a change index value.
 pub fn changes(k: &[u8], v: &[u8]) -> Result<Vec<(u64, u64)>, String> {
     decode(k, v)
+}
+
+/// Key-index key: `K` + the end of the key's window + task id; its value is the idempotency
+/// key of a removed task, kept until then ([`Op::Expire`]). Sorted by when each is due.
+pub fn key_index_key(until_us: u64, id: u64) -> [u8; 17] {
+    let mut k = [b'K'; 17];
+    k[1..9].copy_from_slice(&until_us.to_be_bytes());
+    k[9..].copy_from_slice(&id.to_be_bytes());
+    k
 }
 
 /// Node epoch key: `E` + node id.
@@ -228,7 +245,53 @@ pub fn encode(op: &Op, out: &mut Vec<u8>) {
             let first = block.first().map_or(0, |(t, _)| *t);
             put(out, &reading_key(plant, meter, first), &value(block))
         }
+        Op::Expire {
+            id,
+            seqs,
+            key,
+            key_until_us,
+        } => {
+            remove(out, &id_key(b'T', *id));
+            for seq in seqs {
+                remove(out, &journal_key(*id, *seq));
+            }
+            match key {
+                Some(k) if *key_until_us > 0 => {
+                    put(out, &key_index_key(*key_until_us, *id), k.as_bytes())
+                }
+                Some(k) => remove(out, &prefixed(b'I', k.as_bytes())),
+                None => {}
+            }
+        }
+        Op::ForgetKey { key, until_us, id } => {
+            remove(out, &prefixed(b'I', key.as_bytes()));
+            remove(out, &key_index_key(*until_us, *id));
+        }
+        Op::Floor { next_id, seq } => put(out, FLOOR_KEY, &value(&(next_id, seq))),
+        Op::DropChanges(groups) => {
+            for (max, min) in groups {
+                remove(out, &change_key(*max, *min));
+            }
+            if let Some(top) = groups.iter().map(|g| g.0).max() {
+                put(out, COMPACTED_KEY, &top.to_be_bytes());
+            }
+        }
+        Op::DropReadings {
+            plant,
+            meter,
+            blocks,
+        } => {
+            for t in blocks {
+                remove(out, &reading_key(plant, meter, *t));
+            }
+        }
     }
+}
+
+fn remove(out: &mut Vec<u8>, key: &[u8]) {
+    out.push(REMOVE);
+    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    out.extend_from_slice(key);
 }
 
 fn take<'a>(p: &mut &'a [u8], n: usize, what: &str) -> Result<&'a [u8], String> {
@@ -252,6 +315,7 @@ pub fn apply_payload(lsn: u64, mut p: &[u8], batch: &mut sled::Batch) -> Result<
         let key = take_len(&mut p, "key")?;
         match tag {
             INSERT => batch.insert(key, take_len(&mut p, "value")?),
+            REMOVE => batch.remove(key),
             t => return Err(format!("unknown write tag {t} in the log payload")),
         }
     }

@@ -20,16 +20,20 @@
 //! tree): `T`+id -> [`TaskRecord`], `J`+id+seq -> [`Transition`], `S`+max seq+min seq ->
 //! the group's (seq, id) pairs (the change index, one key per group), `I`+key -> id,
 //! `P`+plant -> (node, epoch), `E`+node -> last node epoch, `R`+plant+meter+source time ->
-//! reading ([`codec::reading_key`]), `~applied`, `~format`. Values are postcard. Only the
-//! master writes; the gRPC read paths use the read-only methods.
+//! reading ([`codec::reading_key`]), `K`+until+id -> idempotency key kept past its task
+//! (retention), `~applied`, `~format`, `~floor` (next id and seq, so retention never lets
+//! them go back), `~compacted` (the highest seq whose change group was dropped). Values are
+//! postcard. Only the master writes; the gRPC read paths use the read-only methods.
 
 pub mod backup;
 pub mod codec;
 pub mod events;
 mod migrate;
 mod read;
+mod retention;
 pub mod space;
 mod store;
+mod threads;
 pub mod wal;
 
 pub use store::{MemLedger, Store};
@@ -39,7 +43,7 @@ use codec::{APPLIED_KEY, FORMAT, FORMAT_KEY};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::mpsc;
 use wal::{Wal, WalOptions};
 
@@ -129,6 +133,58 @@ pub enum Op {
         /// (source time, what is kept), oldest first.
         block: Vec<(i64, heatmesh_ingest::reading::Stored)>,
     },
+    /// Remove a finished task by retention: its record and journal entries, and its
+    /// idempotency key, or, while the key's window lasts, a key-index entry
+    /// ([`codec::key_index_key`]) by which a later sweep removes it.
+    Expire {
+        /// Task id.
+        id: u64,
+        /// The sequence numbers of its journal entries.
+        seqs: Vec<u64>,
+        /// Its idempotency key.
+        key: Option<String>,
+        /// When the key's window ends, unix microseconds; 0: it has ended, remove it now.
+        key_until_us: u64,
+    },
+    /// Remove an idempotency key whose window ended after its task was removed.
+    ForgetKey {
+        /// The key.
+        key: String,
+        /// The end of its window, as in its key-index entry.
+        until_us: u64,
+        /// The removed task it named.
+        id: u64,
+    },
+    /// Task ids and sequence numbers below these were used, removed tasks included: a
+    /// restart never hands them out again.
+    Floor {
+        /// The next task id.
+        next_id: u64,
+        /// The highest sequence number used.
+        seq: u64,
+    },
+    /// Remove change-index groups (highest, lowest sequence number) older than the task
+    /// retention.
+    DropChanges(Vec<(u64, u64)>),
+    /// Remove reading blocks, by their first source time, of one meter.
+    DropReadings {
+        /// Plant id.
+        plant: String,
+        /// Meter id.
+        meter: String,
+        /// The blocks' keys' source times.
+        blocks: Vec<i64>,
+    },
+}
+
+/// Finished tasks due for removal, as [`Store::expired`] finds them.
+#[derive(Debug, Default)]
+pub struct Expired {
+    /// Each task with the sequence numbers of its journal entries.
+    pub tasks: Vec<(TaskRecord, Vec<u64>)>,
+    /// Where the next look starts (the last id looked at) when it stopped at its limit;
+    /// None when it reached the tasks accepted after the cutoff, or the end.
+    pub resume: Option<u64>,
 }
 
 /// An operator's switch of one meter's connector, as the ledger keeps it.
@@ -414,21 +470,21 @@ impl Ledger {
         // queue closes, the threads drain it, checkpoint and exit, and sled's file lock is
         // released, so the same directory can be opened again in this process (in-process
         // master crash drills).
-        let (to_apply, applied_rx) = std::sync::mpsc::channel::<Synced>();
+        let (to_apply, applied_rx) = std::sync::mpsc::channel::<threads::Synced>();
         let (closing, closed) = std::sync::mpsc::channel::<()>();
-        spawn("ledger-log", {
+        threads::spawn("ledger-log", {
             let (events, pos, space) = (events.clone(), pos.clone(), space.clone());
-            move || log_loop(wal, rx, to_apply, events, &pos, &space)
+            move || threads::log_loop(wal, rx, to_apply, events, &pos, &space)
         })?;
-        spawn("ledger-apply", {
+        threads::spawn("ledger-apply", {
             let (state, pos, space) = (state.clone(), pos.clone(), space.clone());
-            move || apply_loop(state, applied_rx, closing, &pos, &space)
+            move || threads::apply_loop(state, applied_rx, closing, &pos, &space)
         })?;
-        spawn("ledger-checkpoint", {
+        threads::spawn("ledger-checkpoint", {
             let db = db.clone();
             let every = opts.checkpoint_every;
             let (pos, space) = (pos.clone(), space.clone());
-            move || checkpoint_loop(db, closed, every, &pos, &space)
+            move || threads::checkpoint_loop(db, closed, every, &pos, &space)
         })?;
         Ok(Ledger {
             db,
@@ -532,230 +588,6 @@ fn state_behind(applied: u64, log_starts: u64) -> String {
     format!(
         "the state store has applied the log only up to LSN {applied} but the log resumes at {log_starts} (what lay between was checkpointed into the state store and removed from the log): the state store lost data"
     )
-}
-
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), LedgerError> {
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(f)
-        .map(|_| ())
-        .map_err(storage)
-}
-
-/// A group that went through the log: its LSN and payload when it wrote anything.
-struct Synced {
-    record: Option<(u64, Vec<u8>)>,
-    applied: Vec<Callback>,
-    result: Result<(), LedgerError>,
-}
-
-/// Most commits in one group; more wait for the next.
-const MAX_GROUP: usize = 16_384;
-
-fn log_loop(
-    mut wal: Wal,
-    mut rx: mpsc::UnboundedReceiver<Commit>,
-    to_apply: std::sync::mpsc::Sender<Synced>,
-    events: events::Hub,
-    pos: &Positions,
-    space: &space::Space,
-) {
-    let mut purged_through = pos.checkpointed.load(Ordering::Acquire);
-    while let Some(first) = rx.blocking_recv() {
-        let mut commits = Vec::with_capacity(256);
-        commits.push(first);
-        while commits.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(c) => commits.push(c),
-                Err(_) => break,
-            }
-        }
-        pos.queued.fetch_sub(commits.len(), Ordering::AcqRel);
-        let started = Instant::now();
-        let mut payload = Vec::new();
-        codec::encode_group(commits.iter().flat_map(|c| c.ops.iter()), &mut payload);
-        let (record, result) = if payload.is_empty() {
-            (None, Ok(()))
-        } else if space.guard() {
-            (None, Err(LedgerError::DiskFull(space.why())))
-        } else {
-            let lsn = wal.append(&payload);
-            match wal.sync() {
-                Ok(()) => {
-                    pos.write_failing.store(false, Ordering::Release);
-                    pos.unapplied_bytes
-                        .fetch_add(payload.len() as u64, Ordering::AcqRel);
-                    (Some((lsn, payload)), Ok(()))
-                }
-                Err(e) => {
-                    tracing::error!("ledger: log write of {} commits failed: {e}", commits.len());
-                    metrics::counter!("heatmesh_ledger_write_failures_total").increment(1);
-                    if Wal::is_disk_full(&e) {
-                        space.declare_full(e.to_string());
-                        // A failed fdatasync poisons the log: freed space does not mend it.
-                        if wal.poisoned() {
-                            pos.write_failing.store(true, Ordering::Release);
-                        }
-                        (None, Err(LedgerError::DiskFull(e.to_string())))
-                    } else {
-                        pos.write_failing.store(true, Ordering::Release);
-                        (None, Err(storage(e)))
-                    }
-                }
-            }
-        };
-        let took = started.elapsed();
-        metrics::histogram!("heatmesh_ledger_commit_seconds").record(took.as_secs_f64());
-        metrics::histogram!("heatmesh_ledger_commit_batch_size").record(commits.len() as f64);
-        if let Some((_, p)) = &record {
-            let mut st = pos.stats.lock().unwrap_or_else(|e| e.into_inner());
-            st.groups += 1;
-            st.commits += commits.len() as u64;
-            st.bytes += p.len() as u64;
-            let _ = st.commit_us.record(micros(took));
-        }
-        let mut applied = Vec::new();
-        for c in commits {
-            if result.is_ok() && !c.events.is_empty() {
-                events.publish(c.events);
-            }
-            if let Some(done) = c.done {
-                done(result.clone());
-            }
-            applied.extend(c.applied);
-        }
-        if to_apply
-            .send(Synced {
-                record,
-                applied,
-                result,
-            })
-            .is_err()
-        {
-            return;
-        }
-        let cp = pos.checkpointed.load(Ordering::Acquire);
-        if cp > purged_through {
-            match wal.purge_through(cp) {
-                Ok(n) if n > 0 => tracing::debug!("ledger: removed {n} checkpointed log segments"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!("ledger: removing checkpointed log segments: {e}"),
-            }
-            purged_through = cp;
-        }
-        metrics::gauge!("heatmesh_ledger_log_segments").set(wal.segment_count() as f64);
-    }
-}
-
-fn apply_loop(
-    state: sled::Tree,
-    rx: std::sync::mpsc::Receiver<Synced>,
-    closing: std::sync::mpsc::Sender<()>,
-    pos: &Positions,
-    space: &space::Space,
-) {
-    // After one failed apply, sled and the log disagree until a restart replays the log:
-    // everything after it fails too rather than acknowledging on a state with a hole.
-    let mut broken: Option<LedgerError> = None;
-    let mut ready: Vec<Synced> = Vec::new();
-    while let Ok(first) = rx.recv() {
-        // Every group synced meanwhile goes into one sled batch: when apply falls behind,
-        // the batches grow and a task's successive records collapse into its last one.
-        ready.push(first);
-        ready.extend(rx.try_iter());
-        let last = ready
-            .iter()
-            .filter(|g| g.result.is_ok())
-            .filter_map(|g| g.record.as_ref().map(|r| r.0))
-            .max();
-        let applied = match (last, &broken) {
-            // A barrier must not report a broken state as caught up.
-            (_, Some(e)) => Err(e.clone()),
-            (None, None) => Ok(()),
-            (Some(lsn), None) => {
-                // What the log holds must reach sled whatever the disk says; a disk about to
-                // fill gives its reserve to this write.
-                space.guard();
-                let started = Instant::now();
-                let mut batch = sled::Batch::default();
-                let r = ready
-                    .iter()
-                    .filter(|g| g.result.is_ok())
-                    .filter_map(|g| g.record.as_ref())
-                    .try_for_each(|(lsn, p)| codec::apply_payload(*lsn, p, &mut batch))
-                    .map_err(LedgerError::Corrupt)
-                    .and_then(|()| {
-                        let _gate = pos.apply_gate.lock().unwrap_or_else(|e| e.into_inner());
-                        state.apply_batch(batch).map_err(LedgerError::from)
-                    });
-                let took = started.elapsed();
-                metrics::histogram!("heatmesh_ledger_apply_seconds").record(took.as_secs_f64());
-                let _ = (pos.stats.lock().unwrap_or_else(|e| e.into_inner()))
-                    .apply_us
-                    .record(micros(took));
-                match &r {
-                    Ok(()) => pos.applied.store(lsn, Ordering::Release),
-                    Err(e) => {
-                        tracing::error!(
-                            "ledger: applying up to LSN {lsn} to the state store failed: {e}; later commits fail until a restart replays the log"
-                        );
-                        pos.apply_broken.store(true, Ordering::Release);
-                        broken = Some(e.clone());
-                    }
-                }
-                r
-            }
-        };
-        let bytes: u64 = ready
-            .iter()
-            .filter_map(|g| g.record.as_ref().map(|r| r.1.len() as u64))
-            .sum();
-        pos.unapplied_bytes.fetch_sub(bytes, Ordering::AcqRel);
-        pos.apply_progress.notify_waiters();
-        for g in ready.drain(..) {
-            let result = g.result.and(applied.clone());
-            for f in g.applied {
-                f(result.clone());
-            }
-        }
-    }
-    // Dropping `closing` tells the checkpoint thread to take its last checkpoint and exit.
-    drop(closing);
-}
-
-fn checkpoint_loop(
-    db: sled::Db,
-    closing: std::sync::mpsc::Receiver<()>,
-    every: Duration,
-    pos: &Positions,
-    space: &space::Space,
-) {
-    use std::sync::mpsc::RecvTimeoutError;
-    loop {
-        // Nothing is ever sent: the wait ends at the interval, or at once when the apply
-        // thread exits and drops the sender.
-        let closed = matches!(
-            closing.recv_timeout(every),
-            Err(RecvTimeoutError::Disconnected)
-        );
-        // Before the flush: a disk about to fill gives its reserve to this flush.
-        space.check();
-        let applied = pos.applied.load(Ordering::Acquire);
-        if applied > pos.checkpointed.load(Ordering::Acquire) {
-            let started = Instant::now();
-            match db.flush() {
-                Ok(_) => {
-                    pos.checkpointed.store(applied, Ordering::Release);
-                    metrics::histogram!("heatmesh_ledger_checkpoint_seconds")
-                        .record(started.elapsed().as_secs_f64());
-                }
-                Err(e) => tracing::error!("ledger: checkpoint flush failed: {e}"),
-            }
-        }
-        if closed {
-            return;
-        }
-    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! through [`Store`]; the simulator's trace-identity test (sim/tests/deterministic.rs)
 //! fails if a disk thread's timing leaks into the core's decisions.
 
-use super::{Commit, FeedSwitch, Ledger, LedgerError, Op};
+use super::{Commit, Expired, FeedSwitch, Ledger, LedgerError, Op};
 use crate::task::{TaskRecord, Transition};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -36,6 +36,24 @@ pub trait Store: Send + Sync {
     fn placement_epoch(&self, plant: &str) -> Result<u64, LedgerError>;
     /// Every meter's latest feed switch: (plant, meter, switch).
     fn feed_switches(&self) -> Result<Vec<(String, String, FeedSwitch)>, LedgerError>;
+    /// Finished tasks whose last change is before `before_us`, in id order from
+    /// `after_id` + 1; at most `limit` tasks are looked at. Ids follow acceptance, so the
+    /// look ends at the first task accepted after the cutoff.
+    fn expired(&self, after_id: u64, before_us: u64, limit: usize) -> Result<Expired, LedgerError>;
+    /// Idempotency keys of removed tasks whose window ended before `now_us`, soonest due
+    /// first: (key, end of window, task id).
+    fn keys_due(&self, now_us: u64, limit: usize) -> Result<Vec<(String, u64, u64)>, LedgerError>;
+    /// The floor retention recorded: (next task id, highest sequence number); zeros if none.
+    fn floor(&self) -> Result<(u64, u64), LedgerError>;
+    /// The rest of what retention removes, as ops: change-index groups whose changes are
+    /// before `changes_before_us`, and reading blocks wholly before `readings_before_us`;
+    /// at most about `limit` of each.
+    fn compaction(
+        &self,
+        changes_before_us: u64,
+        readings_before_us: i64,
+        limit: usize,
+    ) -> Result<Vec<Op>, LedgerError>;
 }
 
 impl Store for Ledger {
@@ -69,6 +87,23 @@ impl Store for Ledger {
     fn feed_switches(&self) -> Result<Vec<(String, String, FeedSwitch)>, LedgerError> {
         Ledger::feed_switches(self)
     }
+    fn expired(&self, after_id: u64, before_us: u64, limit: usize) -> Result<Expired, LedgerError> {
+        Ledger::expired(self, after_id, before_us, limit)
+    }
+    fn keys_due(&self, now_us: u64, limit: usize) -> Result<Vec<(String, u64, u64)>, LedgerError> {
+        Ledger::keys_due(self, now_us, limit)
+    }
+    fn floor(&self) -> Result<(u64, u64), LedgerError> {
+        Ledger::floor(self)
+    }
+    fn compaction(
+        &self,
+        changes_before_us: u64,
+        readings_before_us: i64,
+        limit: usize,
+    ) -> Result<Vec<Op>, LedgerError> {
+        Ledger::compaction(self, changes_before_us, readings_before_us, limit)
+    }
 }
 
 /// An in-memory ledger for deterministic simulation: commits queue until the simulator
@@ -94,6 +129,9 @@ struct Mem {
     node_epochs: BTreeMap<String, u64>,
     feeds: BTreeMap<(String, String), FeedSwitch>,
     readings: BTreeMap<(String, String, i64), heatmesh_ingest::reading::Stored>,
+    /// Keys of removed tasks kept until their window ends: (end, task id) -> key.
+    key_index: BTreeMap<(u64, u64), String>,
+    floor: (u64, u64),
 }
 
 impl Mem {
@@ -129,6 +167,51 @@ impl Mem {
                 for (t, r) in block {
                     self.readings
                         .insert((plant.to_string(), meter.clone(), t), r);
+                }
+            }
+            Op::Expire {
+                id,
+                seqs,
+                key,
+                key_until_us,
+            } => {
+                self.tasks.remove(&id);
+                for seq in seqs {
+                    self.journal.remove(&(id, seq));
+                }
+                match key {
+                    Some(k) if key_until_us > 0 => {
+                        self.key_index.insert((key_until_us, id), k);
+                    }
+                    Some(k) => {
+                        self.idem.remove(&k);
+                    }
+                    None => {}
+                }
+            }
+            Op::ForgetKey { key, until_us, id } => {
+                self.idem.remove(&key);
+                self.key_index.remove(&(until_us, id));
+            }
+            Op::Floor { next_id, seq } => {
+                self.floor = (self.floor.0.max(next_id), self.floor.1.max(seq));
+            }
+            // The simulator keeps no change index.
+            Op::DropChanges(_) => {}
+            Op::DropReadings {
+                plant,
+                meter,
+                blocks,
+            } => {
+                for b in blocks {
+                    let end = super::codec::bucket_start(b) + super::codec::BUCKET_US;
+                    let range =
+                        (plant.clone(), meter.clone(), b)..(plant.clone(), meter.clone(), end);
+                    let doomed: Vec<_> =
+                        self.readings.range(range).map(|(k, _)| k.clone()).collect();
+                    for k in doomed {
+                        self.readings.remove(&k);
+                    }
                 }
             }
         }
@@ -273,6 +356,65 @@ impl Store for MemLedger {
             .feeds
             .iter()
             .map(|((p, m), s)| (p.clone(), m.clone(), s.clone()))
+            .collect())
+    }
+    fn expired(&self, after_id: u64, before_us: u64, limit: usize) -> Result<Expired, LedgerError> {
+        let m = self.lock();
+        let mut out = Expired::default();
+        for (n, (&id, rec)) in m.tasks.range(after_id + 1..).enumerate() {
+            if rec.created_us >= before_us {
+                break;
+            }
+            if n == limit {
+                out.resume = Some(id - 1);
+                break;
+            }
+            if rec.status.is_terminal() && rec.updated_us < before_us {
+                let seqs = m
+                    .journal
+                    .range((id, 0)..=(id, u64::MAX))
+                    .map(|((_, s), _)| *s);
+                out.tasks.push((rec.clone(), seqs.collect()));
+            }
+        }
+        Ok(out)
+    }
+    fn keys_due(&self, now_us: u64, limit: usize) -> Result<Vec<(String, u64, u64)>, LedgerError> {
+        Ok(self
+            .lock()
+            .key_index
+            .range(..(now_us, 0))
+            .take(limit)
+            .map(|(&(until, id), k)| (k.clone(), until, id))
+            .collect())
+    }
+    fn floor(&self) -> Result<(u64, u64), LedgerError> {
+        Ok(self.lock().floor)
+    }
+    fn compaction(
+        &self,
+        _changes_before_us: u64,
+        readings_before_us: i64,
+        limit: usize,
+    ) -> Result<Vec<Op>, LedgerError> {
+        let cut = super::codec::bucket_start(readings_before_us);
+        let mut blocks: BTreeMap<(String, String), Vec<i64>> = BTreeMap::new();
+        let m = self.lock();
+        let old = m.readings.keys().filter(|(_, _, t)| *t < cut).take(limit);
+        for (p, mt, t) in old {
+            let b = blocks.entry((p.clone(), mt.clone())).or_default();
+            let start = super::codec::bucket_start(*t);
+            if b.last() != Some(&start) {
+                b.push(start);
+            }
+        }
+        Ok(blocks
+            .into_iter()
+            .map(|((plant, meter), blocks)| Op::DropReadings {
+                plant,
+                meter,
+                blocks,
+            })
             .collect())
     }
 }

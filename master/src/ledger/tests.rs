@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::task::Status;
+use std::time::Instant;
 
 fn rec(id: u64) -> TaskRecord {
     TaskRecord {
@@ -435,4 +436,99 @@ async fn changes_read_back_in_sequence_order_and_a_format_3_ledger_is_indexed_on
         .unwrap()
         .and_then(|v| codec::u64_value(&v));
     assert_eq!(f, Some(FORMAT));
+}
+
+#[tokio::test]
+async fn compaction_drops_old_change_groups_and_reading_blocks_through_the_log() {
+    use heatmesh_ingest::reading::{Quality, Stored};
+    let d = tempfile::tempdir().unwrap();
+    let hour = codec::BUCKET_US;
+    let stored = |v| Stored {
+        raw: v,
+        value: v,
+        quality: Quality::Good,
+        status: 0,
+        flags: 0,
+        received_us: 0,
+    };
+    let block = |t: i64| vec![(t, stored(1.0)), (t + 1_000_000, stored(2.0))];
+    {
+        let l = Ledger::open(d.path()).unwrap();
+        // Changes at 10 s, 20 s and 30 s; the task of the first one is since removed.
+        for (id, at_us) in [(1u64, 10_000_000u64), (2, 20_000_000), (3, 30_000_000)] {
+            let entry = Transition {
+                from: None,
+                to: Status::Pending,
+                at_us,
+                attempt: 0,
+                epoch: 0,
+                node: String::new(),
+                detail: String::new(),
+            };
+            let mut ops = accept(id);
+            ops.push(Op::Journal { id, seq: id, entry });
+            commit(&l, ops).await.unwrap();
+        }
+        let expire = Op::Expire {
+            id: 1,
+            seqs: vec![1],
+            key: Some("key-1".into()),
+            key_until_us: 0,
+        };
+        commit(&l, vec![expire]).await.unwrap();
+        // Two meters, blocks in hours 0, 1 and 3.
+        for meter in ["FT-1", "TT-2"] {
+            for h in [0, 1, 3] {
+                let op = Op::Readings {
+                    plant: "Plant-001".into(),
+                    meter: meter.into(),
+                    block: block(h * hour + 5),
+                };
+                commit(&l, vec![op]).await.unwrap();
+            }
+        }
+        // Cutoffs: changes before 25 s; readings before 2.5 h (blocks of hours 0 and 1).
+        let ops = l.compaction(25_000_000, 2 * hour + hour / 2, 100).unwrap();
+        assert!(
+            matches!(&ops[0], Op::DropChanges(g) if g.len() == 2),
+            "{ops:?}"
+        );
+        let blocks: Vec<_> = ops[1..]
+            .iter()
+            .map(|op| match op {
+                Op::DropReadings { meter, blocks, .. } => (meter.clone(), blocks.clone()),
+                op => panic!("{op:?}"),
+            })
+            .collect();
+        let old = vec![5, hour + 5];
+        assert_eq!(blocks, [("FT-1".into(), old.clone()), ("TT-2".into(), old)]);
+        // At most the limit of each.
+        assert_eq!(l.compaction(25_000_000, 0, 1).unwrap().len(), 1);
+        commit(&l, ops).await.unwrap();
+        assert_eq!(l.compacted_through().unwrap(), 2);
+        assert!(
+            l.compaction(25_000_000, 2 * hour + hour / 2, 100)
+                .unwrap()
+                .is_empty()
+        );
+    }
+    // A reopened ledger holds exactly what is left.
+    let l = reopen(d.path(), LedgerOptions::default()).unwrap();
+    let seqs: Vec<u64> = l
+        .changes_after(0, 10)
+        .unwrap()
+        .iter()
+        .map(|c| c.0)
+        .collect();
+    assert_eq!(seqs, [3]);
+    assert_eq!(l.get(1).unwrap(), None);
+    assert_eq!(l.idempotent("key-1").unwrap(), None);
+    assert_eq!(l.idempotent("key-2").unwrap(), Some(2));
+    for meter in ["FT-1", "TT-2"] {
+        let left: Vec<i64> = l
+            .readings("Plant-001", meter, 0, 10 * hour)
+            .map(|r| r.unwrap().0)
+            .collect();
+        assert_eq!(left, [3 * hour + 5, 3 * hour + 1_000_005], "{meter}");
+    }
 }

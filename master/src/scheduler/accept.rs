@@ -45,23 +45,27 @@ impl MasterState {
                 }
                 return;
             }
-            match self.ledger.idempotent(key).and_then(|id| match id {
-                Some(id) => self.ledger.get(id),
+            let first = self.ledger.idempotent(key).and_then(|id| match id {
+                Some(id) => self.ledger.get(id).map(|rec| Some((id, rec))),
                 None => Ok(None),
-            }) {
-                Ok(Some(rec)) => {
-                    let answer = same_request(key, &rec, &t).map(|()| Submitted {
-                        task: rec,
-                        duplicate: true,
-                    });
-                    let _ = reply.send(answer);
-                    return;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    let _ = reply.send(Err(e.into()));
-                    return;
-                }
+            });
+            let answer = match first {
+                Ok(None) => None,
+                Ok(Some((_, Some(rec)))) => Some(same_request(key, &rec, &t).map(|()| Submitted {
+                    task: rec,
+                    duplicate: true,
+                })),
+                // The key outlives its task (retention removed the task first): a retry
+                // must not run the request twice.
+                Ok(Some((id, None))) => Some(Err(ApiError::Conflict(format!(
+                    "idempotency_key: {key:?} was first used for task {id}, which retention has since removed; a key names one request for {} after it",
+                    self.cfg.retention.idempotency_keys
+                )))),
+                Err(e) => Some(Err(e.into())),
+            };
+            if let Some(answer) = answer {
+                let _ = reply.send(answer);
+                return;
             }
         }
         let status = lifecycle::next(None, Event::Accept).expect("acceptance is in the table");

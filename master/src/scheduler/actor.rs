@@ -90,6 +90,8 @@ impl MasterState {
             MasterMsg::Retired(id, seq) => self.retire(id, seq),
             MasterMsg::WriteFailed(w) => self.rewrites.push(w),
             MasterMsg::Tick => self.tick(),
+            MasterMsg::Sweep => self.sweep(),
+            MasterMsg::Swept { more, restore } => self.swept(more, restore),
         }
     }
 }

@@ -4,7 +4,7 @@
 //! [`MasterState`] is the scheduler's whole state. Its handlers are split by concern, one
 //! file each: [`lifecycle`] (the transition table every status change passes), [`token`]
 //! (whether a report is current), `change` (applying and journaling a change), `accept`,
-//! `dispatch`, `retry`, `placement`, `timers`, `recovery` and `operator`; `actor` is the
+//! `dispatch`, `retry`, `placement`, `timers`, `recovery`, `operator` and `retention`; `actor` is the
 //! ractor shell. Handlers never sleep, spawn or read the clock: the actor sets the time
 //! before each message ([`MasterState::set_clock`]) and carries out the [`Effect`]s they
 //! leave (timers and plant starts), so the scheduler's tests drive it by hand.
@@ -20,6 +20,7 @@ pub mod lifecycle;
 mod operator;
 mod placement;
 mod recovery;
+mod retention;
 mod retry;
 mod timers;
 pub mod token;
@@ -234,6 +235,15 @@ pub enum MasterMsg {
     WriteFailed(Rewrite),
     /// Timer: retries, deadlines, leases, gauges.
     Tick,
+    /// Timer: remove what retention says is due.
+    Sweep,
+    /// Ledger callback: a sweep's removals are applied (or failed).
+    Swept {
+        /// It stopped at its batch limit: sweep again at once.
+        more: bool,
+        /// Failed tasks it took out of the retry set, to put back because the write failed.
+        restore: Vec<u64>,
+    },
 }
 
 /// Start-up arguments.
@@ -394,6 +404,8 @@ pub struct MasterState {
     fx: Vec<Effect>,
     /// Writes that failed, to make again once the ledger writes again.
     rewrites: Vec<Rewrite>,
+    /// Where the next retention sweep looks for expired tasks (the id before it).
+    sweep_from: u64,
     #[cfg(feature = "planted-bugs")]
     planted: PlantedBugs,
 }

@@ -43,6 +43,7 @@ impl MasterState {
             refused: 0,
             fx: Vec::new(),
             rewrites: Vec::new(),
+            sweep_from: 0,
             #[cfg(feature = "planted-bugs")]
             planted: args.planted,
             cfg: args.config,
@@ -73,6 +74,8 @@ impl MasterState {
             }
         }
         st.recover()?;
+        let sweep = st.cfg.retention.sweep_every.0;
+        st.after(sweep, super::MasterMsg::Sweep);
         if let Some(local) = args.local_node {
             let preferred = st.plants.keys().cloned().collect();
             st.nodes.insert(
@@ -99,6 +102,10 @@ impl MasterState {
     fn recover(&mut self) -> Result<(), LedgerError> {
         let mut requeue = Vec::new();
         let ledger = self.ledger.clone();
+        // Removed tasks' ids and sequence numbers stay used.
+        let (next_id, seq) = ledger.floor()?;
+        self.next_id = self.next_id.max(next_id);
+        self.seq = self.seq.max(seq);
         ledger.scan(&mut |rec| {
             self.next_id = self.next_id.max(rec.id + 1);
             self.seq = self.seq.max(rec.seq);

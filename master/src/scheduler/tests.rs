@@ -60,6 +60,8 @@ struct Rig {
     /// Timers the handlers set, not yet fired.
     timers: Vec<(Duration, MasterMsg)>,
     t0: Instant,
+    /// Added to the wall clock: moves retention's cutoffs without waiting.
+    skew_us: u64,
     ledger: Ledger,
     _dir: tempfile::TempDir,
 }
@@ -93,6 +95,7 @@ impl Rig {
             sent: Sent::default(),
             timers: Vec::new(),
             t0,
+            skew_us: 0,
             ledger,
             _dir: dir,
         };
@@ -103,7 +106,7 @@ impl Rig {
     /// Handles `msg` at `at_ms` after the rig's start, then carries out its effects.
     fn at(&mut self, at_ms: u64, msg: MasterMsg) {
         let now = self.t0 + Duration::from_millis(at_ms);
-        let wall = now_us();
+        let wall = now_us() + self.skew_us;
         self.st.set_clock(now, wall);
         self.st.handle(msg);
         self.settle();
@@ -156,20 +159,44 @@ impl Rig {
 
     /// Submits a GL-009 task and makes it durable; returns its id.
     async fn submit(&mut self, plant: &str) -> u64 {
+        self.submit_keyed(plant, None).await.unwrap().0
+    }
+
+    /// Submits a GL-009 task with an idempotency key and makes it durable; returns its id
+    /// and whether the key named an earlier task.
+    async fn submit_keyed(
+        &mut self,
+        plant: &str,
+        key: Option<&str>,
+    ) -> Result<(u64, bool), ApiError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let task = NewTask {
             plant_id: plant.into(),
             agent_kind: "GL-009".into(),
             payload: "{}".into(),
             priority: Priority::Normal,
-            idempotency_key: None,
+            idempotency_key: key.map(str::to_string),
             deadline: None,
             max_attempts: None,
         };
         self.at(0, MasterMsg::Submit(task, tx.into()));
-        let id = rx.await.unwrap().unwrap().task.id;
-        self.at(0, MasterMsg::Durable(id, Ok(())));
-        id
+        let s = rx.await.unwrap()?;
+        if !s.duplicate {
+            self.at(0, MasterMsg::Durable(s.task.id, Ok(())));
+        }
+        Ok((s.task.id, s.duplicate))
+    }
+
+    /// Finishes `id` on `node` (its dispatch must be the last one sent) and drops it from
+    /// memory, as the ledger's applied callback would.
+    async fn finish(&mut self, id: u64, node: &str, outcome: Outcome) {
+        let (_, a) = self.take_sent().pop().expect("dispatched");
+        assert_eq!(a.task_id, id);
+        self.done(0, session(node, 1), &a, outcome);
+        let seq = self.st.active[&id].rec.seq;
+        self.ledger.barrier().await.unwrap();
+        self.at(0, MasterMsg::Retired(id, seq));
+        assert!(!self.st.active.contains_key(&id));
     }
 
     /// The assignments sent so far, taken.
@@ -493,4 +520,80 @@ async fn a_result_that_is_not_the_kinds_result_type_is_refused_and_retried() {
     rig.done(21, session("node-1", 1), &b, completed());
     assert_eq!(rig.status(id), Status::Completed);
     assert_eq!(rig.st.refused, 0);
+}
+
+#[tokio::test]
+async fn retention_removes_finished_tasks_keeps_keys_for_their_window_and_never_reuses_ids() {
+    let hour = 3_600_000_000;
+    let mut rig = Rig::new(|c| {
+        c.retention.tasks = "1h".parse().unwrap();
+        c.retention.idempotency_keys = "2h".parse().unwrap();
+        c.scheduler.max_attempts = 1;
+    });
+    rig.join("node-1", 1, &["Plant-001"]);
+    let (done, _) = rig.submit_keyed("Plant-001", Some("k-1")).await.unwrap();
+    rig.finish(done, "node-1", completed()).await;
+    let failed = rig.submit("Plant-001").await;
+    let boom = Outcome::Failed {
+        error: "boom".into(),
+        retryable: false,
+    };
+    rig.finish(failed, "node-1", boom).await;
+    assert!(rig.st.failed.contains(&failed));
+    // Plant-002 has no node: this one stays pending, however old.
+    let pending = rig.submit("Plant-002").await;
+
+    // Not yet due: nothing goes.
+    rig.skew_us = hour - 60_000_000;
+    rig.at(1, MasterMsg::Sweep);
+    rig.ledger.barrier().await.unwrap();
+    assert!(rig.ledger.get(done).unwrap().is_some());
+
+    rig.skew_us = hour + 1_000_000;
+    rig.at(2, MasterMsg::Sweep);
+    rig.ledger.barrier().await.unwrap();
+    for id in [done, failed] {
+        assert_eq!(rig.ledger.get(id).unwrap(), None, "task {id} removed");
+        assert!(
+            rig.ledger.history(id).unwrap().is_empty(),
+            "journal of {id} removed"
+        );
+    }
+    assert_eq!(
+        rig.ledger.get(pending).unwrap().unwrap().status,
+        Status::Pending
+    );
+    assert!(
+        !rig.st.failed.contains(&failed),
+        "RetryFailed no longer sees it"
+    );
+    // The key outlives its task: the same request is refused, not run twice.
+    assert_eq!(rig.ledger.idempotent("k-1").unwrap(), Some(done));
+    let e = rig
+        .submit_keyed("Plant-001", Some("k-1"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, ApiError::Conflict(m) if m.contains("\"k-1\" was first used for task 1, which retention has since removed") && m.contains("2h")),
+        "{e}"
+    );
+
+    // Past the key's window it goes too, and the key names a new task with a new id.
+    rig.skew_us = 2 * hour + 1_000_000;
+    rig.at(3, MasterMsg::Sweep);
+    rig.ledger.barrier().await.unwrap();
+    assert_eq!(rig.ledger.idempotent("k-1").unwrap(), None);
+    let (again, dup) = rig.submit_keyed("Plant-001", Some("k-1")).await.unwrap();
+    assert_eq!((again, dup), (pending + 1, false));
+    rig.finish(again, "node-1", completed()).await;
+    rig.skew_us = 4 * hour;
+    rig.at(4, MasterMsg::Sweep);
+    rig.ledger.barrier().await.unwrap();
+    assert_eq!(rig.ledger.get(again).unwrap(), None);
+
+    // A master started on this ledger, whose highest task is gone, goes on after it.
+    let args = MasterArgs::new(rig.st.cfg.clone(), Arc::new(rig.ledger.clone()));
+    let st = MasterState::start(args, None, Instant::now(), now_us()).unwrap();
+    assert_eq!(st.next_id, again + 1);
+    assert!(st.seq >= rig.st.seq);
 }
