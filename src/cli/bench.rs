@@ -41,6 +41,9 @@ enum BenchWhat {
     /// A master, three plant nodes and a spare as processes: throughput through the remote
     /// nodes, then kill -9 and partition detection and re-placement times.
     Cluster(super::bench_cluster::ClusterBenchArgs),
+    /// A long load with a short retention, as processes: the master's resident memory and
+    /// data directory sampled until both are seen flat.
+    Soak(super::bench_soak::SoakBenchArgs),
 }
 
 /// Arguments of the task benchmark.
@@ -338,6 +341,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(BenchWhat::Calc(c)) => super::bench_calc::run(c),
         Some(BenchWhat::Cluster(c)) => super::bench_cluster::run(c).await,
         Some(BenchWhat::Readings(r)) => super::bench_readings::run(r).await,
+        Some(BenchWhat::Soak(s)) => super::bench_soak::run(s).await,
     }
 }
 

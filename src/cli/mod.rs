@@ -5,6 +5,7 @@ pub mod bench;
 pub mod bench_calc;
 pub mod bench_cluster;
 pub mod bench_readings;
+pub mod bench_soak;
 pub mod calc;
 pub mod client;
 pub mod demo;
