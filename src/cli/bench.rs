@@ -107,8 +107,23 @@ async fn follow(
     channel: Channel,
     done: Completions,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let mut client = TaskServiceClient::new(channel);
-    let mut feed = client
+    follow_terminal(channel, move |ev| {
+        if let Ok(id) = ev.task_id.parse::<u64>() {
+            done.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, Instant::now());
+        }
+    })
+    .await
+}
+
+/// Opens the terminal-event feed and hands each event to `on_event` until it ends; an
+/// error ending it is printed.
+pub(crate) async fn follow_terminal(
+    channel: Channel,
+    mut on_event: impl FnMut(pb::TaskEvent) + Send + 'static,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let mut feed = TaskServiceClient::new(channel)
         .stream_events(pb::StreamEventsRequest {
             terminal_only: true,
             resume_after_seq: None,
@@ -119,13 +134,7 @@ async fn follow(
     Ok(tokio::spawn(async move {
         loop {
             match feed.message().await {
-                Ok(Some(ev)) => {
-                    if let Ok(id) = ev.task_id.parse::<u64>() {
-                        done.lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .insert(id, Instant::now());
-                    }
-                }
+                Ok(Some(ev)) => on_event(ev),
                 Ok(None) => return,
                 Err(e) => {
                     eprintln!("bench: event feed ended: {}", e.message());

@@ -4,7 +4,7 @@
 //! first tasks expire; the verdict compares the end of the run with the moment the ledger
 //! reached its steady size.
 
-use super::client::rpc_err;
+use super::bench::follow_terminal;
 use anyhow::{Context, bail};
 use heatmesh_master::config::Span;
 use heatmesh_proto::v1 as pb;
@@ -101,7 +101,13 @@ pub async fn run(a: SoakBenchArgs) -> anyhow::Result<()> {
     );
     let ch = c.channel().await;
     let counts = Arc::new(Counts::default());
-    let feed = follow(ch.clone(), counts.clone()).await?;
+    let feed = {
+        let counts = counts.clone();
+        follow_terminal(ch.clone(), move |_| {
+            counts.finished.fetch_add(1, Ordering::Relaxed);
+        })
+        .await?
+    };
     let load = tokio::spawn(offer(
         ch,
         a.rate,
@@ -264,35 +270,6 @@ async fn offer(
             });
         }
     }
-}
-
-/// Counts terminal events on the master's feed.
-async fn follow(
-    ch: tonic::transport::Channel,
-    counts: Arc<Counts>,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let mut feed = TaskServiceClient::new(ch)
-        .stream_events(pb::StreamEventsRequest {
-            terminal_only: true,
-            resume_after_seq: None,
-        })
-        .await
-        .map_err(rpc_err)?
-        .into_inner();
-    Ok(tokio::spawn(async move {
-        loop {
-            match feed.message().await {
-                Ok(Some(_)) => {
-                    counts.finished.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(None) => return,
-                Err(e) => {
-                    eprintln!("soak: event feed ended: {}", e.message());
-                    return;
-                }
-            }
-        }
-    }))
 }
 
 /// The process's resident set (VmRSS of /proc/PID/status).
